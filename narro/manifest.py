@@ -1,0 +1,201 @@
+"""Course manifests: YAML validated once, at the edge, into typed objects.
+
+Every problem is collected (not just the first) and located as FILE:LINE: field: message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from narro.errors import ManifestError, Problem
+from narro.text import control_characters, normalise, strip_markdown
+from narro.voices import Tier, VoiceRegistry, registry_for
+from narro.yamlfile import LocatedYaml, load_located, read_text, validation_problems
+
+SLUG = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
+# About 20 minutes of speech: longer than any lesson clip should be, short enough to render.
+MAX_TEXT_CHARS = 20_000
+
+
+class Defaults(BaseModel):
+    """Settings every narration inherits unless it names its own."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    voice: str | None = None
+    """Voice from the registry; the registry's default voice when absent."""
+    tier: Tier = "fast"
+    """`fast` (online voice with offline fallback) or `quality` (codec language model)."""
+
+
+class NarrationEntry(BaseModel):
+    """One narration as written in the manifest."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    id: str = Field(pattern=SLUG, max_length=80)
+    """Slug, unique within the course; names the output files."""
+    title: str = ""
+    """Lesson title, written into the MP3's ID3 title."""
+    text: str | None = None
+    """The words to speak. Exactly one of `text` and `script`."""
+    script: str | None = None
+    """Path to a markdown or text file, relative to the manifest; markdown is stripped to speech."""
+    voice: str | None = None
+    """Voice from the registry; overrides the course default."""
+    tier: Tier | None = None
+    """`fast` or `quality`; overrides the course default."""
+
+
+class ManifestFile(BaseModel):
+    """The whole manifest as written."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    course: str = Field(pattern=SLUG, max_length=80)
+    """Course slug; the folder the clips land in."""
+    title: str = ""
+    """Course title, written into each MP3's ID3 album."""
+    defaults: Defaults = Defaults()
+    """Voice and tier for narrations that do not name their own."""
+    narrations: list[NarrationEntry] = Field(min_length=1)
+    """The clips to render, in course order."""
+
+
+@dataclass(frozen=True)
+class Narration:
+    """A validated narration with its text resolved and normalised."""
+
+    id: str
+    title: str
+    text: str
+    """Normalised speakable text."""
+    voice: str
+    tier: Tier
+    line: int | None
+    source: str
+    """Where the words came from: `inline` or the script's path relative to the manifest."""
+
+
+@dataclass(frozen=True)
+class Course:
+    slug: str
+    title: str
+    manifest_path: Path
+    manifest_sha256: str
+    narrations: tuple[Narration, ...]
+    voices: VoiceRegistry
+
+    def narration(self, narration_id: str) -> Narration:
+        for narration in self.narrations:
+            if narration.id == narration_id:
+                return narration
+        raise KeyError(narration_id)
+
+
+def load_course(path: Path | str) -> Course:
+    """Load, validate and resolve a manifest, or raise ManifestError listing every problem."""
+    path = Path(path)
+    located = load_located(path, "manifest")
+    if not isinstance(located.data, dict):
+        raise ManifestError([located.problem((), "expected a mapping with 'course' and 'narrations' keys")])
+    try:
+        manifest = ManifestFile.model_validate(located.data)
+    except ValidationError as exc:
+        raise ManifestError(validation_problems(located, exc, (), ManifestFile)) from None
+
+    voices = registry_for(path)
+    problems: list[Problem] = []
+    narrations = []
+    seen: dict[str, int] = {}
+    for index, entry in enumerate(manifest.narrations):
+        where = ("narrations", index)
+        if entry.id in seen:
+            problems.append(
+                located.problem(where + ("id",), f"duplicate id '{entry.id}' (first used at narrations[{seen[entry.id]}])")
+            )
+        seen.setdefault(entry.id, index)
+        text, source = _resolve_text(entry, located, where, problems)
+        voice = entry.voice or manifest.defaults.voice or voices.default_voice
+        tier = entry.tier or manifest.defaults.tier
+        voice_field = where + ("voice",) if entry.voice else ("defaults", "voice")
+        problems.extend(_check_voice(voices, voice, tier, located, voice_field))
+        if text is not None:
+            narrations.append(
+                Narration(entry.id, entry.title, text, voice, tier, located.line_of(where), source)
+            )
+    if problems:
+        raise ManifestError(problems)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return Course(manifest.course, manifest.title, path, digest, tuple(narrations), voices)
+
+
+def _resolve_text(
+    entry: NarrationEntry, located: LocatedYaml, where: tuple[Any, ...], problems: list[Problem]
+) -> tuple[str | None, str]:
+    if (entry.text is None) == (entry.script is None):
+        problems.append(located.problem(where, "give exactly one of 'text' and 'script'"))
+        return None, ""
+    if entry.text is not None:
+        raw, source, field = entry.text, "inline", where + ("text",)
+    else:
+        field = where + ("script",)
+        script_path = _script_path(entry.script or "", located, field, problems)
+        if script_path is None:
+            return None, ""
+        try:
+            raw = strip_markdown(read_text(script_path, "script"))
+        except ManifestError as exc:
+            problems.extend(
+                located.problem(field, f"{p.message} ({p.file}{':' + str(p.line) if p.line else ''})") for p in exc.problems
+            )
+            return None, ""
+        source = entry.script or ""
+    bad = control_characters(raw)
+    if bad:
+        problems.append(located.problem(field, f"contains control characters {', '.join(bad)}; remove them"))
+        return None, ""
+    if len(raw) > MAX_TEXT_CHARS:
+        problems.append(
+            located.problem(
+                field, f"text is {len(raw):,} characters; the limit is {MAX_TEXT_CHARS:,}: split it into several narrations"
+            )
+        )
+        return None, ""
+    text = normalise(raw)
+    if not any(ch.isalnum() for ch in text):
+        problems.append(located.problem(field, "is empty: there is nothing to speak"))
+        return None, ""
+    return text, source
+
+
+def _script_path(script: str, located: LocatedYaml, field: tuple[Any, ...], problems: list[Problem]) -> Path | None:
+    if not script.strip():
+        problems.append(located.problem(field, "is empty: give a path relative to the manifest"))
+        return None
+    base = located.file.parent.resolve()
+    candidate = (base / script).resolve()
+    if Path(script).is_absolute() or not candidate.is_relative_to(base):
+        problems.append(located.problem(field, f"'{script}' is outside the manifest's folder; keep scripts beside it"))
+        return None
+    if not candidate.is_file():
+        problems.append(located.problem(field, f"'{script}' does not exist (looked for {candidate})"))
+        return None
+    return candidate
+
+
+def _check_voice(
+    voices: VoiceRegistry, voice: str, tier: Tier, located: LocatedYaml, field: tuple[Any, ...]
+) -> list[Problem]:
+    entry = voices.get(voice)
+    registry = voices.source or "the built-in voice registry"
+    if entry is None:
+        return [located.problem(field, f"unknown voice '{voice}'; {registry} defines: {', '.join(voices.names())}")]
+    if entry.for_tier(tier) is None:
+        return [located.problem(field, f"voice '{voice}' has no {tier}-tier engine in {registry}")]
+    return []

@@ -1,0 +1,90 @@
+"""From a course to clip specs, each with a content key.
+
+The content key is the sha256 of the canonical JSON of everything that shapes the published
+file: normalised text, voice, tier, engine identity (name, version, model hash, settings),
+post-processing settings and tags. Same key, same bytes: a clip whose key is already in the
+store is not rendered again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from narro.audio import PostSettings
+from narro.engines import engine_kind
+from narro.manifest import Course, Narration
+from narro.voices import EngineVoice, Tier
+
+# Bump when the pipeline changes what it produces for the same inputs.
+PIPELINE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """Everything needed to render one clip, independent of any other clip."""
+
+    course: str
+    course_title: str
+    narration_id: str
+    title: str
+    text: str
+    voice: str
+    tier: Tier
+    engine_voice: EngineVoice
+    post: PostSettings
+    content_key: str = field(default="")
+
+    @property
+    def object_name(self) -> str:
+        return f"{self.course}/{self.narration_id}"
+
+    def tags(self) -> dict[str, str]:
+        """ID3 tags: title, album (course), and narro's ids for tracing a file back."""
+        return {
+            "title": self.title or self.narration_id,
+            "album": self.course_title or self.course,
+            "artist": f"narro voice {self.voice}",
+            "narro_course": self.course,
+            "narro_id": self.narration_id,
+        }
+
+
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def content_key(spec: ClipSpec) -> str:
+    canonical = {
+        "pipeline": PIPELINE_VERSION,
+        "text": spec.text,
+        "voice": spec.voice,
+        "tier": spec.tier,
+        "engine": engine_kind(spec.engine_voice.engine).identity(spec.engine_voice),
+        "post": spec.post.as_dict(),
+        "tags": spec.tags(),
+    }
+    encoded = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
+
+
+def clip_spec(course: Course, narration: Narration, post: PostSettings) -> ClipSpec:
+    spec = ClipSpec(
+        course=course.slug,
+        course_title=course.title,
+        narration_id=narration.id,
+        title=narration.title,
+        text=narration.text,
+        voice=narration.voice,
+        tier=narration.tier,
+        engine_voice=course.voices.resolve(narration.voice, narration.tier),
+        post=post,
+    )
+    return ClipSpec(**{**spec.__dict__, "content_key": content_key(spec)})
+
+
+def plan(course: Course, post: PostSettings | None = None) -> list[ClipSpec]:
+    """One spec per narration, in course order."""
+    settings = post or PostSettings()
+    return [clip_spec(course, narration, settings) for narration in course.narrations]

@@ -1,0 +1,155 @@
+"""The steps that turn one clip spec into a published clip: synthesise, finish, publish.
+
+Plain functions over plain data: the Prefect tasks in tasks/ wrap them one to one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import time
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from narro.audio import finish, measure
+from narro.encode import decode, encode_mp3
+from narro.engines import Synthesis, engine_for, engine_kind
+from narro.errors import AudioError
+from narro.plan import ClipSpec, text_sha256
+from narro.store import Store
+
+# The MP3 encoder can push true peaks up a little; start with this much room under the ceiling.
+CODEC_HEADROOM_DB = 0.5
+# Integrated loudness of the published file may differ from the target by at most this.
+LOUDNESS_TOLERANCE_LU = 1.0
+# What the encode loop aims for before it accepts a take.
+LOUDNESS_AIM_LU = 0.3
+# LAME's low-pass takes about this much K-weighted loudness from 22 kHz speech (measured on
+# piper takes at 64-128 kbps); aiming this much higher saves a second encode on most clips.
+CODEC_LOUDNESS_LOSS_LU = 0.55
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Facts about the run that every sidecar records."""
+
+    run_id: str
+    manifest_path: str
+    manifest_sha256: str
+
+
+@dataclass
+class FinishedClip:
+    """An encoded clip and the levels measured on its decoded MP3 (what listeners hear)."""
+
+    mp3: bytes
+    engine: str
+    duration_s: float
+    loudness_lufs: float
+    true_peak_dbtp: float
+    synthesis_s: float
+    post_s: float
+
+
+def synthesize(spec: ClipSpec) -> tuple[Synthesis, float]:
+    """Speak the spec's text with its engine voice; returns the audio and seconds taken."""
+    started = time.perf_counter()
+    synthesis = engine_for(spec.engine_voice).synthesize(spec.text)
+    return synthesis, time.perf_counter() - started
+
+
+def post_process(spec: ClipSpec, synthesis: Synthesis, synthesis_s: float = 0.0) -> FinishedClip:
+    """Trim, normalise, limit and encode; then decode and check the post-conditions on the MP3."""
+    started = time.perf_counter()
+    settings = spec.post
+    headroom, loudness_offset = CODEC_HEADROOM_DB, CODEC_LOUDNESS_LOSS_LU
+    # The encoder's low-pass removes a little loudness and adds a little peak; measure the
+    # decoded MP3 and correct for both (two passes at most in practice).
+    for _ in range(4):
+        aimed = replace(settings, target_lufs=settings.target_lufs + loudness_offset)
+        finished = finish(synthesis.samples, synthesis.sample_rate, aimed, headroom_db=headroom)
+        mp3 = encode_mp3(finished, synthesis.sample_rate, settings.bitrate_kbps, spec.tags())
+        levels = measure(decode(mp3, synthesis.sample_rate), synthesis.sample_rate)
+        overshoot = levels.true_peak_dbtp - settings.true_peak_dbtp
+        shortfall = settings.target_lufs - levels.integrated_lufs
+        if overshoot <= 0 and abs(shortfall) <= LOUDNESS_AIM_LU:
+            break
+        headroom += max(0.0, overshoot + 0.1)
+        loudness_offset += shortfall
+    if overshoot > 0:
+        raise AudioError(
+            f"true peak {levels.true_peak_dbtp:.2f} dBTP after encoding exceeds the {settings.true_peak_dbtp} dBTP ceiling"
+        )
+    if abs(levels.integrated_lufs - settings.target_lufs) > LOUDNESS_TOLERANCE_LU:
+        raise AudioError(
+            f"loudness {levels.integrated_lufs:.1f} LUFS after encoding is off the {settings.target_lufs} LUFS target"
+        )
+    return FinishedClip(
+        mp3=mp3,
+        engine=synthesis.engine,
+        duration_s=round(levels.duration_s, 3),
+        loudness_lufs=round(levels.integrated_lufs, 2),
+        true_peak_dbtp=round(levels.true_peak_dbtp, 2),
+        synthesis_s=synthesis_s,
+        post_s=time.perf_counter() - started,
+    )
+
+
+def sidecar(spec: ClipSpec, clip: FinishedClip, context: RunContext) -> dict[str, Any]:
+    """Provenance for one published clip: enough to reproduce and audit it."""
+    return {
+        "content_key": spec.content_key,
+        "course": spec.course,
+        "narration_id": spec.narration_id,
+        "title": spec.title,
+        "text_sha256": text_sha256(spec.text),
+        "voice": spec.voice,
+        "tier": spec.tier,
+        "engine": {"name": clip.engine, **engine_kind(spec.engine_voice.engine).identity(spec.engine_voice)},
+        "post": spec.post.as_dict(),
+        "duration_s": clip.duration_s,
+        "loudness_lufs": clip.loudness_lufs,
+        "true_peak_dbtp": clip.true_peak_dbtp,
+        "mp3": {"bytes": len(clip.mp3), "sha256": hashlib.sha256(clip.mp3).hexdigest(),
+                "bitrate_kbps": spec.post.bitrate_kbps},
+        "manifest": {"path": context.manifest_path, "sha256": context.manifest_sha256},
+        "run_id": context.run_id,
+        "rendered_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "timings_s": {"synthesis": round(clip.synthesis_s, 3), "post": round(clip.post_s, 3)},
+        "narro_version": importlib.metadata.version("narro"),
+    }
+
+
+def publish(store: Store, spec: ClipSpec, clip: FinishedClip, context: RunContext) -> dict[str, Any]:
+    record = sidecar(spec, clip, context)
+    store.publish(spec.course, spec.narration_id, clip.mp3, record)
+    return record
+
+
+def course_index(specs: list[ClipSpec], store: Store) -> dict[str, Any]:
+    """The course index lists only clips whose published key matches the sidecar in the store."""
+    clips = []
+    for spec in specs:
+        record = store.read_sidecar(spec.course, spec.narration_id)
+        if record is None or store.published_key(spec.course, spec.narration_id) is None:
+            continue
+        clips.append({
+            "id": spec.narration_id,
+            "title": spec.title,
+            "mp3": f"{spec.narration_id}.mp3",
+            "sidecar": f"{spec.narration_id}.json",
+            "content_key": record["content_key"],
+            "current": record["content_key"] == spec.content_key,
+            "duration_s": record.get("duration_s"),
+        })
+    course = specs[0].course if specs else ""
+    return {"course": course, "generated_at": datetime.now(UTC).isoformat(timespec="seconds"), "clips": clips}
+
+
+def manifest_label(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path.resolve())
