@@ -141,7 +141,8 @@ def normalise_loudness(
     """Bring integrated loudness to the target with the true peak under the ceiling.
 
     Limiting eats some of the gain, and more the harder it works, so the gain is found by
-    the secant method on (gain, resulting loudness): three or four passes for speech.
+    the secant method on (gain, resulting loudness): three or four passes for speech. A take
+    too peaky to reach the target comes back as close as the limiter allows.
     """
     measured = integrated_loudness(samples, sample_rate)
     if not np.isfinite(measured):
@@ -149,13 +150,13 @@ def normalise_loudness(
     gain_db = target_lufs - measured
     envelope = peak_envelope(samples)
     previous: tuple[float, float] | None = None
-    best: tuple[float, np.ndarray] | None = None
+    best: tuple[float, np.ndarray] = (float("inf"), samples)
     for _ in range(8):
         gain = db_to_gain(gain_db)
         out = limit_true_peak((samples * gain).astype(np.float32), sample_rate, ceiling_dbtp, envelope * gain)
         result = integrated_loudness(out, sample_rate)
         error = target_lufs - result
-        if best is None or abs(error) < abs(best[0]):
+        if abs(error) < abs(best[0]):
             best = (error, out)
         if abs(error) <= tolerance_lu:
             return _enforce_ceiling(out, ceiling_dbtp)
@@ -165,13 +166,8 @@ def normalise_loudness(
         previous = (gain_db, result)
         # Past about 12 dB of gain reduction the limiter is distorting speech; stop there.
         gain_db = min(gain_db + error / slope, target_lufs - measured + 12.0)
-    error, out = best
-    if abs(error) > 1.0:
-        raise AudioError(
-            f"cannot reach {target_lufs} LUFS under a {ceiling_dbtp} dBTP ceiling "
-            f"({target_lufs - error:.1f} LUFS at most): the take is too peaky"
-        )
-    return _enforce_ceiling(out, ceiling_dbtp)
+    # Best effort: the caller checks the published file against its tolerance.
+    return _enforce_ceiling(best[1], ceiling_dbtp)
 
 
 def finish(samples: np.ndarray, sample_rate: int, settings: PostSettings, headroom_db: float = 0.0) -> np.ndarray:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from narro.errors import ManifestError, Problem
 from narro.text import control_characters, normalise, strip_markdown
 from narro.voices import Tier, VoiceRegistry, registry_for
-from narro.yamlfile import LocatedYaml, load_located, read_text, validation_problems
+from narro.yamlfile import FieldPath, LocatedYaml, dotted, load_located, read_text, validation_problems
 
 SLUG = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
 # About 20 minutes of speech: longer than any lesson clip should be, short enough to render.
@@ -103,36 +103,82 @@ def load_course(path: Path | str) -> Course:
     path = Path(path)
     located = load_located(path, "manifest")
     if not isinstance(located.data, dict):
-        raise ManifestError([located.problem((), "expected a mapping with 'course' and 'narrations' keys")])
+        empty = "the file is empty; " if located.data is None else ""
+        raise ManifestError([located.problem((), f"{empty}expected a mapping with 'course' and 'narrations' keys")])
+    problems: list[Problem] = []
+    manifest: ManifestFile | None = None
     try:
         manifest = ManifestFile.model_validate(located.data)
+        defaults: Defaults | None = manifest.defaults
+        entries = list(enumerate(manifest.narrations))
     except ValidationError as exc:
-        raise ManifestError(validation_problems(located, exc, (), ManifestFile)) from None
+        problems.extend(validation_problems(located, exc, (), ManifestFile))
+        # Go on checking the parts that are valid on their own, so that one run reports everything.
+        defaults, entries = _valid_parts(located.data)
+    try:
+        voices: VoiceRegistry | None = registry_for(path)
+    except ManifestError as exc:
+        problems.extend(exc.problems)
+        voices = None
 
-    voices = registry_for(path)
-    problems: list[Problem] = []
     narrations = []
     seen: dict[str, int] = {}
-    for index, entry in enumerate(manifest.narrations):
+    for index, entry in entries:
         where = ("narrations", index)
         if entry.id in seen:
+            first = ("narrations", seen[entry.id], "id")
             problems.append(
-                located.problem(where + ("id",), f"duplicate id '{entry.id}' (first used at narrations[{seen[entry.id]}])")
+                located.problem(
+                    where + ("id",),
+                    f"duplicate id '{entry.id}' (first used at {dotted(first[:2])}, line {located.line_of(first)})",
+                )
             )
         seen.setdefault(entry.id, index)
         text, source = _resolve_text(entry, located, where, problems)
-        voice = entry.voice or manifest.defaults.voice or voices.default_voice
-        tier = entry.tier or manifest.defaults.tier
-        voice_field = where + ("voice",) if entry.voice else ("defaults", "voice")
-        problems.extend(_check_voice(voices, voice, tier, located, voice_field))
+        if voices is None or defaults is None:
+            continue
+        voice = entry.voice or defaults.voice or voices.default_voice
+        tier = entry.tier or defaults.tier
+        problems.extend(_check_voice(voices, voice, tier, located, *_voice_fields(entry, where, located)))
         if text is not None:
             narrations.append(
                 Narration(entry.id, entry.title, text, voice, tier, located.line_of(where), source)
             )
     if problems:
-        raise ManifestError(problems)
+        # In file order, and once each: defaults shared by many narrations would repeat theirs.
+        raise ManifestError(sorted(dict.fromkeys(problems), key=lambda p: (str(p.file), p.line or 0)))
+    assert manifest is not None and voices is not None
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     return Course(manifest.course, manifest.title, path, digest, tuple(narrations), voices)
+
+
+def _valid_parts(data: dict[str, Any]) -> tuple[Defaults | None, list[tuple[int, NarrationEntry]]]:
+    """The defaults (None if invalid) and the narrations that validate on their own, by index."""
+    try:
+        defaults: Defaults | None = Defaults.model_validate(data.get("defaults", {}))
+    except ValidationError:
+        defaults = None
+    raw = data.get("narrations")
+    entries = []
+    for index, item in enumerate(raw if isinstance(raw, list) else []):
+        try:
+            entries.append((index, NarrationEntry.model_validate(item)))
+        except ValidationError:
+            pass
+    return defaults, entries
+
+
+def _voice_fields(entry: NarrationEntry, where: FieldPath, located: LocatedYaml) -> tuple[FieldPath, FieldPath]:
+    """Where to point for an unknown voice, and for a voice that lacks the tier asked for."""
+    voice_field = where + ("voice",) if entry.voice else ("defaults", "voice")
+    if entry.tier:
+        return voice_field, where + ("tier",)
+    if entry.voice:
+        return voice_field, voice_field
+    for written in (("defaults", "tier"), ("defaults", "voice")):
+        if written in located.lines:
+            return voice_field, written
+    return voice_field, where
 
 
 def _resolve_text(
@@ -183,6 +229,9 @@ def _script_path(script: str, located: LocatedYaml, field: tuple[Any, ...], prob
     if Path(script).is_absolute() or not candidate.is_relative_to(base):
         problems.append(located.problem(field, f"'{script}' is outside the manifest's folder; keep scripts beside it"))
         return None
+    if candidate.is_dir():
+        problems.append(located.problem(field, f"'{script}' is a directory; give the path of a script file"))
+        return None
     if not candidate.is_file():
         problems.append(located.problem(field, f"'{script}' does not exist (looked for {candidate})"))
         return None
@@ -190,12 +239,12 @@ def _script_path(script: str, located: LocatedYaml, field: tuple[Any, ...], prob
 
 
 def _check_voice(
-    voices: VoiceRegistry, voice: str, tier: Tier, located: LocatedYaml, field: tuple[Any, ...]
+    voices: VoiceRegistry, voice: str, tier: Tier, located: LocatedYaml, voice_field: FieldPath, tier_field: FieldPath
 ) -> list[Problem]:
     entry = voices.get(voice)
     registry = voices.source or "the built-in voice registry"
     if entry is None:
-        return [located.problem(field, f"unknown voice '{voice}'; {registry} defines: {', '.join(voices.names())}")]
+        return [located.problem(voice_field, f"unknown voice '{voice}'; {registry} defines: {', '.join(voices.names())}")]
     if entry.for_tier(tier) is None:
-        return [located.problem(field, f"voice '{voice}' has no {tier}-tier engine in {registry}")]
+        return [located.problem(tier_field, f"voice '{voice}' has no {tier}-tier engine in {registry}")]
     return []

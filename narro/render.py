@@ -84,7 +84,8 @@ def post_process(spec: ClipSpec, synthesis: Synthesis, synthesis_s: float = 0.0)
         )
     if abs(levels.integrated_lufs - settings.target_lufs) > LOUDNESS_TOLERANCE_LU:
         raise AudioError(
-            f"loudness {levels.integrated_lufs:.1f} LUFS after encoding is off the {settings.target_lufs} LUFS target"
+            f"loudness {levels.integrated_lufs:.1f} LUFS after encoding is off the {settings.target_lufs} LUFS target: "
+            f"the take is too peaky to reach it under a {settings.true_peak_dbtp} dBTP ceiling"
         )
     return FinishedClip(
         mp3=mp3,

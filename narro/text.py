@@ -15,15 +15,17 @@ _HTML_TAG = re.compile(r"</?[A-Za-z][^<>]*>")
 _IMAGE = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
 _LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
 _REFERENCE_LINK = re.compile(r"\[([^\]]+)\]\[[^\]]*\]")
-_LINK_DEFINITION = re.compile(r"^\s*\[[^\]]+\]:\s*\S+.*$", re.MULTILINE)
-_HEADING = re.compile(r"^\s{0,3}#{1,6}\s*(.*?)\s*#*\s*$", re.MULTILINE)
-_SETEXT_UNDERLINE = re.compile(r"^\s*(=+|-+)\s*$", re.MULTILINE)
-_LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+(.*)$", re.MULTILINE)
-_BLOCKQUOTE = re.compile(r"^\s*>\s?", re.MULTILINE)
-_TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{3,}.*$", re.MULTILINE)
-_EMPHASIS = re.compile(r"(\*\*|__|\*|_|~~)(?=\S)(.+?)(?<=\S)\1")
+_LINK_DEFINITION = re.compile(r"^[ \t]*\[[^\]]+\]:[ \t]*\S+.*$", re.MULTILINE)
+_HEADING = re.compile(r"^[ \t]{0,3}#{1,6}[ \t]*(.*?)[ \t]*#*[ \t]*$", re.MULTILINE)
+_SETEXT_UNDERLINE = re.compile(r"^[ \t]*(=+|-+)[ \t]*$", re.MULTILINE)
+_LIST_ITEM = re.compile(r"^[ \t]*(?:[-*+]|\d+[.)])[ \t]+(.*)$", re.MULTILINE)
+_BLOCKQUOTE = re.compile(r"^[ \t]*>[ \t]?", re.MULTILINE)
+_TABLE_RULE = re.compile(r"^[ \t]*\|?[ \t]*:?-{3,}.*$", re.MULTILINE)
+_EMPHASIS = re.compile(r"(\*\*|\*|~~)(?=\S)(.+?)(?<=\S)\1")
+# Underscores inside a word are not emphasis (CommonMark): load_course_file keeps them.
+_UNDERSCORE_EMPHASIS = re.compile(r"(?<!\w)(__|_)(?=\S)(.+?)(?<=\S)\1(?!\w)")
 _INLINE_CODE = re.compile(r"`([^`]*)`")
-_URL = re.compile(r"https?://\S+")
+_URL = re.compile(r"https?://[^\s<>]*[^\s<>.,;:!?)\]'\"]")  # sentence punctuation after it stays
 
 # Abbreviations the voices read letter by letter or not at all.
 _ABBREVIATIONS = [
@@ -69,9 +71,19 @@ _SYMBOLS = [
 _QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2026": "...", "\u00a0": " "})
 
 
+def _spell_unit(match: re.Match[str]) -> str:
+    number, unit = match.group(1), match.group(2)
+    glued = match.group(0) == number + unit
+    # "the 1990s", "the 80s": a decade, not seconds.
+    if unit == "s" and glued and (len(number) == 4 or match.string[: match.start()].endswith(("the ", "'"))):
+        return match.group(0)
+    return f"{number} {_UNITS[unit]}"
+
+
 def strip_markdown(markdown: str) -> str:
     """Reduce a markdown script to the words a narrator would say."""
-    text = _FENCED_CODE.sub("", markdown)
+    text = markdown.replace("\r\n", "\n").replace("\r", "\n")  # scripts saved on Windows
+    text = _FENCED_CODE.sub("", text)
     text = _HTML_COMMENT.sub("", text)
     text = _LINK_DEFINITION.sub("", text)
     text = _IMAGE.sub(lambda m: m.group(1), text)
@@ -80,18 +92,24 @@ def strip_markdown(markdown: str) -> str:
     text = _HTML_TAG.sub("", text)
     text = _TABLE_RULE.sub("", text)
     # A heading is spoken as a sentence of its own.
-    text = _HEADING.sub(lambda m: _end_sentence(m.group(1)), text)
+    text = _HEADING.sub(lambda m: _paragraph(m.group(1)), text)
     text = _SETEXT_UNDERLINE.sub("", text)
     text = _BLOCKQUOTE.sub("", text)
     # A list item is spoken as a sentence of its own.
-    text = _LIST_ITEM.sub(lambda m: _end_sentence(m.group(1)), text)
+    text = _LIST_ITEM.sub(lambda m: _paragraph(m.group(1)), text)
     text = _INLINE_CODE.sub(lambda m: m.group(1), text)
     for _ in range(2):  # nested emphasis such as ***bold italic***
         text = _EMPHASIS.sub(lambda m: m.group(2), text)
+        text = _UNDERSCORE_EMPHASIS.sub(lambda m: m.group(2), text)
     text = text.replace("|", " ")
     # A paragraph that ends without punctuation (a caption, a label) still ends with a pause.
     paragraphs = re.split(r"\n\s*\n", text)
     return "\n\n".join(_end_sentence(paragraph) for paragraph in paragraphs if paragraph.strip())
+
+
+def _paragraph(text: str) -> str:
+    """A sentence set apart, so that the line before it cannot run into it."""
+    return f"\n\n{_end_sentence(text)}\n\n"
 
 
 def _end_sentence(text: str) -> str:
@@ -107,8 +125,8 @@ def normalise(text: str) -> str:
         text = pattern.sub(spoken, text)
     for pattern, spoken in _SYMBOLS:
         text = pattern.sub(spoken, text)
-    text = _UNIT_AFTER_NUMBER.sub(lambda m: f"{m.group(1)} {_UNITS[m.group(2)]}", text)
-    text = re.sub(r"(\d),(\d{3})\b", r"\1\2", text)  # 1,250 → 1250: espeak reads digits groups apart
+    text = _UNIT_AFTER_NUMBER.sub(_spell_unit, text)
+    text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)  # 1,250 → 1250: espeak reads digits groups apart
     text = re.sub(r"\s+", " ", text).strip()
     text = re.sub(r"\s+([,.;:!?])", r"\1", text)
     text = re.sub(r"([,;:])\1+", r"\1", text)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,13 @@ def load_located(file: Path, what: str) -> LocatedYaml:
     from narro.errors import ManifestError
 
     text = read_text(file, what)
-    loader = yaml.SafeLoader(text)
+    try:
+        # The reader rejects control characters as soon as it is built, so build it in here.
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:
+        line = text[: exc.position].count("\n") + 1
+        message = f"contains control character U+{exc.character:04X}, which YAML does not allow; remove it"
+        raise ManifestError([Problem(file, line, what, message)]) from None
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
@@ -81,12 +88,16 @@ def load_located(file: Path, what: str) -> LocatedYaml:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         message = f"YAML syntax error: {exc.problem or exc.context}"
+        if exc.problem and exc.context and exc.context_mark and exc.context_mark.line + 1 != line:
+            message += f" ({exc.context} on line {exc.context_mark.line + 1})"
         raise ManifestError([Problem(file, line, what, message)]) from None
     except yaml.YAMLError as exc:
         raise ManifestError([Problem(file, None, what, f"YAML error: {exc}")]) from None
     finally:
         loader.dispose()
     located = LocatedYaml(file, data)
+    if node is None:
+        located.lines[()] = 1  # an empty document: point at its first line
     duplicates: list[Problem] = []
     if node is not None:
         _record_lines(node, (), located, duplicates)
@@ -137,12 +148,15 @@ def validation_problems(
 def _fields_at(model: type[BaseModel], path: FieldPath) -> list[str]:
     """Field names of the (nested) model that `path` leads to inside `model`."""
     current: Any = model
+    in_dict = False
     for part in path:
-        if isinstance(part, int):
+        if isinstance(part, int) or in_dict:  # a list index or a dict key, not a field name
+            in_dict = False
             continue
         info = current.model_fields.get(part) if hasattr(current, "model_fields") else None
         if info is None:
             return []
+        in_dict = _is_dict(info.annotation)
         current = _inner_model(info.annotation)
     return list(current.model_fields) if hasattr(current, "model_fields") else []
 
@@ -156,3 +170,10 @@ def _inner_model(annotation: Any) -> Any:
         if found is not None:
             return found
     return None
+
+
+def _is_dict(annotation: Any) -> bool:
+    """Whether a field holds a mapping (dict[str, X], possibly optional), whose keys are not field names."""
+    if typing.get_origin(annotation) is dict:
+        return True
+    return any(_is_dict(arg) for arg in typing.get_args(annotation) if arg is not type(None))

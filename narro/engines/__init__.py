@@ -7,6 +7,7 @@ cheaply (`identity`, used in content keys, must not load a model) and loads its 
 
 from __future__ import annotations
 
+import importlib.metadata
 import threading
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -62,23 +63,27 @@ class EngineKind(Protocol):
     def load(voice: EngineVoice) -> Engine: ...
 
 
-def _builtin_engines() -> dict[str, EngineKind]:
-    from narro.engines.piper import PiperKind
-
-    return {PiperKind.name: PiperKind}
+ENTRY_POINT_GROUP = "narro.engines"
 
 
-ENGINES: dict[str, EngineKind] = _builtin_engines()
+def _discover_engines() -> dict[str, EngineKind]:
+    """Engines declared under the `narro.engines` entry point group; narro's own included."""
+    return {point.name: point.load() for point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+ENGINES: dict[str, EngineKind] = _discover_engines()
 
 _loaded: dict[EngineVoice, Engine] = {}
-_loading = threading.Lock()
+# Re-entrant: an engine may wrap another and load it from inside its own load.
+_loading = threading.RLock()
 
 
 def engine_kind(name: str) -> EngineKind:
     try:
         return ENGINES[name]
     except KeyError:
-        raise EngineUnavailable(f"unknown engine '{name}'; known: {', '.join(sorted(ENGINES))}") from None
+        known = ", ".join(sorted(ENGINES)) or "none (is narro installed? pip install -e .)"
+        raise EngineUnavailable(f"unknown engine '{name}'; known: {known}") from None
 
 
 def engine_for(voice: EngineVoice) -> Engine:
