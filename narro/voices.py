@@ -105,6 +105,7 @@ def load_registry(path: Path) -> VoiceRegistry:
         registry = VoiceRegistryFile.model_validate(data)
     except ValidationError as exc:
         raise ManifestError(validation_problems(located, exc, (), VoiceRegistryFile)) from None
+    registry = _resolve_model_paths(registry, path.parent)
     problems = []
     for name, entry in registry.voices.items():
         for tier in TIERS:
@@ -119,6 +120,19 @@ def load_registry(path: Path) -> VoiceRegistry:
     if problems:
         raise ManifestError(problems)
     return VoiceRegistry(registry, path)
+
+
+def _resolve_model_paths(registry: VoiceRegistryFile, folder: Path) -> VoiceRegistryFile:
+    """A `model` naming a file beside voices.yaml means that file, wherever narro is run from."""
+    voices = {}
+    for name, entry in registry.voices.items():
+        updates = {}
+        for tier in TIERS:
+            engine_voice = entry.for_tier(tier)
+            if engine_voice and not Path(engine_voice.model).is_absolute() and (folder / engine_voice.model).is_file():
+                updates[tier] = engine_voice.model_copy(update={"model": str((folder / engine_voice.model).resolve())})
+        voices[name] = entry.model_copy(update=updates)
+    return registry.model_copy(update={"voices": voices})
 
 
 def registry_for(manifest_path: Path) -> VoiceRegistry:
