@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Float, Integer, String, Text, create_engine, event, select
+from sqlalchemy import JSON, DateTime, Float, Integer, String, Text, create_engine, event, inspect, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -75,6 +75,38 @@ class RunRow(Base):
     cached: Mapped[int] = mapped_column(Integer, default=0)
 
 
+class AttemptRow(Base):
+    """One try at rendering a clip: what ran, how it ended, and what it measured."""
+
+    __tablename__ = "attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    course: Mapped[str] = mapped_column(String(80), index=True)
+    narration_id: Mapped[str] = mapped_column(String(80), index=True)
+    run_id: Mapped[str] = mapped_column(String(64))
+    number: Mapped[int] = mapped_column(Integer)
+    """1 for the clip's first attempt ever, counting across runs."""
+    status: Mapped[str] = mapped_column(String(16), default=RUNNING)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    engine: Mapped[str | None] = mapped_column(String(120), nullable=True)
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    """Loudness, peak, duration and any QA figures of this attempt."""
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+@dataclass(frozen=True)
+class AttemptState:
+    number: int
+    run_id: str
+    status: str
+    error: str | None
+    engine: str | None
+    metrics: dict[str, Any] | None
+    started_at: datetime
+    finished_at: datetime | None
+
+
 @dataclass(frozen=True)
 class ClipState:
     """A read-only copy of a clip row, safe to use after its session is gone."""
@@ -117,6 +149,7 @@ class Catalogue:
             else:
                 self._engine = create_engine(self.url, pool_pre_ping=True)
             Base.metadata.create_all(self._engine)
+            _add_missing_columns(self._engine)
         except (SQLAlchemyError, OSError) as exc:
             raise CatalogueError(f"cannot open catalogue {self.safe_url}: {exc}") from exc
         self._sessions = sessionmaker(self._engine, expire_on_commit=False)
@@ -150,8 +183,33 @@ class Catalogue:
     def mark_pending(self, course: str, narration_id: str, run_id: str) -> None:
         self._update(course, narration_id, status=PENDING, run_id=run_id)
 
-    def mark_running(self, course: str, narration_id: str, run_id: str) -> None:
+    def mark_running(self, course: str, narration_id: str, run_id: str) -> int:
+        """Count a new attempt and open its history row; returns the attempt's number."""
         self._update(course, narration_id, count_attempt=True, status=RUNNING, run_id=run_id)
+        number = self.clip(course, narration_id).attempts  # type: ignore[union-attr]
+        with self._session() as session, session.begin():
+            session.add(AttemptRow(course=course, narration_id=narration_id, run_id=run_id, number=number))
+        return number
+
+    def finish_attempt(self, course: str, narration_id: str, number: int, *, status: str, error: str | None = None,
+                       engine: str | None = None, metrics: dict[str, Any] | None = None) -> None:
+        with self._session() as session, session.begin():
+            row = session.scalars(
+                select(AttemptRow).where(AttemptRow.course == course, AttemptRow.narration_id == narration_id,
+                                         AttemptRow.number == number).order_by(AttemptRow.id.desc()).limit(1)
+            ).first()
+            if row is not None:
+                row.status, row.error, row.engine, row.metrics, row.finished_at = status, error, engine, metrics, now()
+
+    def attempts(self, course: str, narration_id: str) -> list[AttemptState]:
+        """The clip's attempt history, oldest first."""
+        with self._session() as session:
+            rows = session.scalars(
+                select(AttemptRow).where(AttemptRow.course == course, AttemptRow.narration_id == narration_id)
+                .order_by(AttemptRow.id)
+            )
+            return [AttemptState(r.number, r.run_id, r.status, r.error, r.engine, r.metrics, r.started_at,
+                                 r.finished_at) for r in rows]
 
     def mark_rendered(self, course: str, narration_id: str, *, content_key: str, engine: str, duration_s: float,
                       loudness_lufs: float, true_peak_dbtp: float, run_id: str) -> None:
@@ -208,6 +266,21 @@ class Catalogue:
 
     def dispose(self) -> None:
         self._engine.dispose()
+
+
+def _add_missing_columns(engine: Any) -> None:
+    """Add nullable columns that a newer narro defines to an older catalogue's tables.
+
+    Columns are only ever added, and only nullable ones, so this is the whole migration story.
+    """
+    inspector = inspect(engine)
+    with engine.begin() as connection:
+        for table in Base.metadata.sorted_tables:
+            present = {column["name"] for column in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in present and column.nullable:
+                    kind = column.type.compile(dialect=engine.dialect)
+                    connection.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:

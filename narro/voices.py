@@ -31,6 +31,8 @@ class EngineVoice(BaseModel):
     """The engine's own voice: for piper, a bundled voice id (`joe-us-medium`) or a path to an .onnx file."""
     length_scale: float = Field(default=1.0, gt=0.25, le=4.0)
     """Speaking pace multiplier: above 1 is slower."""
+    fallback: EngineVoice | None = None
+    """Engine voice to use when this one is unavailable or keeps failing (e.g. offline piper for edge)."""
 
 
 class VoiceEntry(BaseModel):
