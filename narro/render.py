@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from narro.audio import finish, measure
 from narro.encode import decode, encode_mp3
 from narro.engines import Synthesis, engine_for, engine_kind
@@ -45,6 +47,9 @@ class FinishedClip:
     """An encoded clip and the levels measured on its decoded MP3 (what listeners hear)."""
 
     mp3: bytes
+    decoded: np.ndarray
+    """The MP3 decoded back to PCM at `sample_rate`: what listeners hear, for checks after encoding."""
+    sample_rate: int
     engine: str
     duration_s: float
     loudness_lufs: float
@@ -71,7 +76,8 @@ def post_process(spec: ClipSpec, synthesis: Synthesis, synthesis_s: float = 0.0)
         aimed = replace(settings, target_lufs=settings.target_lufs + loudness_offset)
         finished = finish(synthesis.samples, synthesis.sample_rate, aimed, headroom_db=headroom)
         mp3 = encode_mp3(finished, synthesis.sample_rate, settings.bitrate_kbps, spec.tags())
-        levels = measure(decode(mp3, synthesis.sample_rate), synthesis.sample_rate)
+        decoded = decode(mp3, synthesis.sample_rate)
+        levels = measure(decoded, synthesis.sample_rate)
         overshoot = levels.true_peak_dbtp - settings.true_peak_dbtp
         shortfall = settings.target_lufs - levels.integrated_lufs
         if overshoot <= 0 and abs(shortfall) <= LOUDNESS_AIM_LU:
@@ -89,6 +95,8 @@ def post_process(spec: ClipSpec, synthesis: Synthesis, synthesis_s: float = 0.0)
         )
     return FinishedClip(
         mp3=mp3,
+        decoded=decoded,
+        sample_rate=synthesis.sample_rate,
         engine=synthesis.engine,
         duration_s=round(levels.duration_s, 3),
         loudness_lufs=round(levels.integrated_lufs, 2),
