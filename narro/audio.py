@@ -116,27 +116,34 @@ def limit_true_peak(
     never exceeds what any sample in reach needs. `envelope` (from peak_envelope, scaled like
     `samples`) saves recomputing the oversampling when the caller tries several gains.
     """
+    limited, peak = _limit(samples, sample_rate, ceiling_dbtp, envelope, window_s)
+    return _within_ceiling(limited, peak, ceiling_dbtp)
+
+
+def _limit(
+    samples: np.ndarray, sample_rate: int, ceiling_dbtp: float, envelope: np.ndarray | None, window_s: float = 0.01
+) -> tuple[np.ndarray, float]:
+    """The limiter, also returning its output's true peak as estimated from the envelope."""
     ceiling = db_to_gain(ceiling_dbtp)
     if envelope is None:
         envelope = peak_envelope(samples)
     needed = np.minimum(1.0, ceiling / np.maximum(envelope, 1e-12))
     if needed.min() >= 1.0:
-        return samples
+        return samples, float(envelope.max(initial=0.0))
     half = max(1, int(window_s * sample_rate))
     gain = minimum_filter1d(needed, size=2 * half + 1, mode="nearest")
     gain = uniform_filter1d(gain, size=half + 1, mode="nearest")
-    return (samples * gain).astype(np.float32)
+    return (samples * gain).astype(np.float32), float(np.max(envelope * gain))
 
 
-def _enforce_ceiling(samples: np.ndarray, ceiling_dbtp: float) -> np.ndarray:
-    """Interpolated overs between samples can survive the limiter by a hair; trim them uniformly."""
+def _within_ceiling(samples: np.ndarray, peak: float, ceiling_dbtp: float) -> np.ndarray:
+    """Overs that survive the limiter by a hair (its gain is smoothed) are trimmed uniformly."""
     ceiling = db_to_gain(ceiling_dbtp)
-    residual = true_peak(samples)
-    return (samples * (ceiling / residual)).astype(np.float32) if residual > ceiling else samples
+    return (samples * (ceiling / peak)).astype(np.float32) if peak > ceiling else samples
 
 
 def normalise_loudness(
-    samples: np.ndarray, sample_rate: int, target_lufs: float, ceiling_dbtp: float, tolerance_lu: float = 0.15
+    samples: np.ndarray, sample_rate: int, target_lufs: float, ceiling_dbtp: float, tolerance_lu: float = 0.2
 ) -> np.ndarray:
     """Bring integrated loudness to the target with the true peak under the ceiling.
 
@@ -159,7 +166,7 @@ def normalise_loudness(
         if abs(error) < abs(best[0]):
             best = (error, out)
         if abs(error) <= tolerance_lu:
-            return _enforce_ceiling(out, ceiling_dbtp)
+            return out
         slope = 1.0
         if previous is not None and abs(gain_db - previous[0]) > 1e-6:
             slope = max(0.05, (result - previous[1]) / (gain_db - previous[0]))
@@ -167,7 +174,7 @@ def normalise_loudness(
         # Past about 12 dB of gain reduction the limiter is distorting speech; stop there.
         gain_db = min(gain_db + error / slope, target_lufs - measured + 12.0)
     # Best effort: the caller checks the published file against its tolerance.
-    return _enforce_ceiling(best[1], ceiling_dbtp)
+    return best[1]
 
 
 def finish(samples: np.ndarray, sample_rate: int, settings: PostSettings, headroom_db: float = 0.0) -> np.ndarray:
