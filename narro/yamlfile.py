@@ -139,6 +139,10 @@ def validation_problems(
             message = f"unknown field '{name}'{suggestion}"
         elif error["type"] == "missing":
             message = "required field is missing"
+        elif error["type"] == "string_pattern_mismatch":
+            message = f"'{error['input']}' is not a slug: use lowercase letters, digits and single hyphens (e.g. 'l01-intro')"
+        elif error["type"] == "too_short" and isinstance(error.get("input"), list):
+            message = "is empty: list at least one entry"
         else:
             message = error["msg"].removeprefix("Value error, ")
         problems.append(located.problem(path, message))

@@ -89,6 +89,9 @@ class PiperEngine:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
+        # Memory patterns pre-plan buffers per input shape; every sentence is a new shape, so
+        # they only grow RSS (about 250 MB over a course) without saving CPU (measured).
+        options.enable_mem_pattern = False
         try:
             session = onnxruntime.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
