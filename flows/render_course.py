@@ -8,6 +8,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from narro.batch import conclude, prepare
 from narro.store import open_store
+from tasks import edge_limit
 from tasks.clip import catalogue_at, render_clip
 
 DEFAULT_CONCURRENCY = 2
@@ -20,13 +21,18 @@ def render_course(
     catalogue: str,
     run_id: str | None = None,
     only: list[str] | None = None,
+    voice: str | None = None,
+    tier: str | None = None,
 ) -> dict:
     """Render every clip of `manifest` whose content key is not yet in `store`.
 
     A clip that fails is recorded and the others go on; the returned summary says which.
+    `voice`/`tier` override the manifest for the `only` clips (the dashboard's retry with another voice).
     """
     target, records = open_store(store), catalogue_at(catalogue)
-    batch = prepare(manifest, target, records, run_id=run_id, only=only)
+    batch = prepare(manifest, target, records, run_id=run_id, only=only, voice=voice, tier=tier)
+    if edge_limit.uses_edge(batch.to_render):
+        edge_limit.install()  # cap on requests to the edge-tts service, across all workers
     futures = [render_clip.submit(spec, batch.context, store, catalogue) for spec in batch.to_render]
     wait(futures)
     summary = conclude(batch, target, records)

@@ -78,8 +78,8 @@ def measure(samples: np.ndarray, sample_rate: int) -> LevelReport:
     )
 
 
-def trim_silence(samples: np.ndarray, sample_rate: int, floor_db: float, pad_s: float) -> np.ndarray:
-    """Cut leading and trailing silence, then pad both ends with exactly `pad_s` of silence."""
+def speech_bounds(samples: np.ndarray, sample_rate: int, floor_db: float) -> tuple[int, int]:
+    """Sample range [start, end) that trim_silence keeps (before padding)."""
     frame = max(1, sample_rate // 100)  # 10 ms
     frames = len(samples) // frame
     if frames == 0:
@@ -92,6 +92,15 @@ def trim_silence(samples: np.ndarray, sample_rate: int, floor_db: float, pad_s: 
     # Keep one frame either side so soft onsets and decays (s, f, h) are not clipped.
     start = max(0, (loud[0] - 1) * frame)
     end = min(len(samples), (loud[-1] + 2) * frame)
+    return int(start), int(end)
+
+
+def trim_silence(samples: np.ndarray, sample_rate: int, floor_db: float, pad_s: float) -> np.ndarray:
+    """Cut leading and trailing silence, then pad both ends with exactly `pad_s` of silence.
+
+    Timings on the input move by `pad_s - speech_bounds(...)[0] / sample_rate` seconds.
+    """
+    start, end = speech_bounds(samples, sample_rate, floor_db)
     pad = np.zeros(int(round(pad_s * sample_rate)), dtype=np.float32)
     return np.concatenate([pad, samples[start:end].astype(np.float32), pad])
 

@@ -6,14 +6,18 @@ second) without starting the flow engine at all.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from narro.catalogue import FAILED, RENDERED, Catalogue, ClipState
+from narro.errors import ManifestError, Problem
 from narro.manifest import Course, load_course
-from narro.plan import ClipSpec, plan
+from narro.plan import ClipSpec, clip_spec, plan
+from narro.voices import TIERS
 from narro.render import RunContext, course_index, manifest_label
+from narro.report import write_course_report
 from narro.store import Store
 
 
@@ -52,11 +56,15 @@ def prepare(
     *,
     run_id: str | None = None,
     only: list[str] | None = None,
+    voice: str | None = None,
+    tier: str | None = None,
 ) -> Batch:
     """Plan the course, register every clip, and split rendered-already from to-render.
 
     A clip is skipped only when the store holds an object with its content key: the catalogue
-    alone is not trusted, since the store may have been emptied or moved.
+    alone is not trusted, since the store may have been emptied or moved. `voice` and `tier`
+    override the manifest for the `only` clips (every clip when `only` is None): a one-off
+    re-render, e.g. a retry with another voice; the next plain render follows the manifest again.
     """
     course = load_course(manifest)
     specs = plan(course)
@@ -64,6 +72,8 @@ def prepare(
         unknown = sorted(set(only) - {spec.narration_id for spec in specs})
         if unknown:
             raise KeyError(f"not in {course.slug}: {', '.join(unknown)}")
+    if voice is not None or tier is not None:
+        specs = override(course, specs, only, voice, tier)
     context = RunContext(run_id or new_run_id(), manifest_label(Path(manifest)), course.manifest_sha256)
     batch = Batch(course, context, specs, to_render=[])
     catalogue.start_run(context.run_id, course.slug)
@@ -82,6 +92,34 @@ def prepare(
     return batch
 
 
+def override(course: Course, specs: list[ClipSpec], only: list[str] | None, voice: str | None,
+             tier: str | None) -> list[ClipSpec]:
+    """The specs with `voice`/`tier` put in place of the manifest's for the chosen clips.
+
+    Raises ManifestError when the course's voice registry lacks the voice or its tier.
+    """
+    registry = course.voices.source or "the built-in voice registry"
+    if voice is not None and course.voices.get(voice) is None:
+        raise ManifestError([Problem(course.manifest_path, None, "voice",
+                                     f"unknown voice '{voice}'; {registry} defines: {', '.join(course.voices.names())}")])
+    if tier is not None and tier not in TIERS:
+        raise ManifestError([Problem(course.manifest_path, None, "tier",
+                                     f"unknown tier '{tier}'; use one of: {', '.join(TIERS)}")])
+    changed = []
+    for spec in specs:
+        if only is not None and spec.narration_id not in only:
+            changed.append(spec)
+            continue
+        narration = course.narration(spec.narration_id)
+        chosen = dataclasses.replace(narration, voice=voice or narration.voice, tier=tier or narration.tier)
+        entry = course.voices.get(chosen.voice)
+        if entry is None or entry.for_tier(chosen.tier) is None:
+            raise ManifestError([Problem(course.manifest_path, None, "tier",
+                                         f"voice '{chosen.voice}' has no {chosen.tier}-tier engine in {registry}")])
+        changed.append(clip_spec(course, chosen, spec.post))
+    return changed
+
+
 def conclude(batch: Batch, store: Store, catalogue: Catalogue) -> Summary:
     """Write the course index (only clips whose objects are whole) and close the run."""
     store.write_index(batch.course.slug, course_index(batch.specs, store))
@@ -92,7 +130,7 @@ def conclude(batch: Batch, store: Store, catalogue: Catalogue) -> Summary:
         state = states[spec.narration_id]
         if spec.narration_id in cached_ids:
             cached.append(state)
-        elif state.status == RENDERED and state.published_key == spec.content_key:
+        elif state.status == RENDERED and (state.published_key == spec.content_key or state.fallback):
             rendered.append(state)
         else:
             if state.status != FAILED:
@@ -101,4 +139,5 @@ def conclude(batch: Batch, store: Store, catalogue: Catalogue) -> Summary:
                 state = catalogue.clip(spec.course, spec.narration_id) or state
             failed.append(state)
     catalogue.finish_run(batch.context.run_id, rendered=len(rendered), failed=len(failed), cached=len(cached))
+    write_course_report(batch.specs, store, catalogue)  # {course}/report.html: QA per clip (narro.report)
     return Summary(batch.context.run_id, batch.course.slug, rendered, cached, failed)

@@ -59,6 +59,8 @@ class ClipRow(Base):
     loudness_lufs: Mapped[float | None] = mapped_column(Float, nullable=True)
     true_peak_dbtp: Mapped[float | None] = mapped_column(Float, nullable=True)
     run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    fallback: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """Set when the published audio was spoken by the fallback voice: which one, and why."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now, onupdate=now)
 
@@ -127,6 +129,7 @@ class ClipState:
     true_peak_dbtp: float | None
     run_id: str | None
     updated_at: datetime
+    fallback: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -211,16 +214,27 @@ class Catalogue:
             return [AttemptState(r.number, r.run_id, r.status, r.error, r.engine, r.metrics, r.started_at,
                                  r.finished_at) for r in rows]
 
+    def course_attempts(self, course: str) -> dict[str, list[AttemptState]]:
+        """Every clip's attempt history for a course in one query: narration id → attempts, oldest first."""
+        history: dict[str, list[AttemptState]] = {}
+        with self._session() as session:
+            for r in session.scalars(select(AttemptRow).where(AttemptRow.course == course).order_by(AttemptRow.id)):
+                history.setdefault(r.narration_id, []).append(
+                    AttemptState(r.number, r.run_id, r.status, r.error, r.engine, r.metrics, r.started_at, r.finished_at))
+        return history
+
     def mark_rendered(self, course: str, narration_id: str, *, content_key: str, engine: str, duration_s: float,
-                      loudness_lufs: float, true_peak_dbtp: float, run_id: str) -> None:
+                      loudness_lufs: float, true_peak_dbtp: float, run_id: str, published_key: str | None = None,
+                      fallback: str | None = None) -> None:
+        """`published_key` differs from `content_key` when the fallback voice spoke (`fallback` says why)."""
         self._update(course, narration_id, status=RENDERED, last_error=None, content_key=content_key,
-                     published_key=content_key, engine=engine, duration_s=duration_s,
+                     published_key=published_key or content_key, fallback=fallback, engine=engine, duration_s=duration_s,
                      loudness_lufs=loudness_lufs, true_peak_dbtp=true_peak_dbtp, run_id=run_id)
 
     def mark_cached(self, course: str, narration_id: str, *, content_key: str, sidecar: dict[str, Any] | None) -> None:
         """The store already holds this key: the clip is rendered without work."""
         values: dict[str, Any] = {"status": RENDERED, "last_error": None, "content_key": content_key,
-                                  "published_key": content_key}
+                                  "published_key": content_key, "fallback": None}
         if sidecar:
             values.update(engine=sidecar.get("engine", {}).get("name"), duration_s=sidecar.get("duration_s"),
                           loudness_lufs=sidecar.get("loudness_lufs"), true_peak_dbtp=sidecar.get("true_peak_dbtp"))

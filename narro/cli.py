@@ -81,16 +81,18 @@ def validate(manifests: tuple[Path, ...]) -> None:
 
 @main.command()
 @click.argument("manifest", type=click.Path(path_type=Path))
-@click.option("--store", "store_url", default=DEFAULT_STORE, show_default=True, metavar="DIR",
-              help="Where clips are published: a directory.")
+@click.option("--store", "store_url", default=DEFAULT_STORE, show_default=True, metavar="DIR|s3://BUCKET/PREFIX",
+              help="Where clips are published: a directory, or an S3 bucket and prefix.")
+@click.option("--endpoint-url", default=None, metavar="URL",
+              help="S3 endpoint for S3-compatible servers (default: $NARRO_S3_ENDPOINT_URL, else $AWS_ENDPOINT_URL, else AWS).")
 @catalogue_option
 @click.option("--concurrency", default=2, show_default=True, type=click.IntRange(1, 64),
               help="Clips rendered at the same time in this process.")
 @click.option("--only", multiple=True, metavar="ID", help="Render only these narration ids (repeatable); re-renders them even if unchanged.")
 @click.option("--dry-run", is_flag=True, help="Show what would be rendered and exit.")
 @click.option("--verbose", is_flag=True, help="Show Prefect's own logs.")
-def render(manifest: Path, store_url: str, catalogue_url: str | None, concurrency: int, only: tuple[str, ...],
-           dry_run: bool, verbose: bool) -> None:
+def render(manifest: Path, store_url: str, endpoint_url: str | None, catalogue_url: str | None, concurrency: int,
+           only: tuple[str, ...], dry_run: bool, verbose: bool) -> None:
     """Render MANIFEST's clips that are not already in the store.
 
     Exit 0 when every clip is rendered, 1 when some failed (listed with their reasons),
@@ -101,7 +103,12 @@ def render(manifest: Path, store_url: str, catalogue_url: str | None, concurrenc
     started = time.perf_counter()
     catalogue_url = catalogue_url or default_catalogue_url()
     try:
+        if endpoint_url:
+            os.environ["NARRO_S3_ENDPOINT_URL"] = endpoint_url  # the publish tasks open the store again
         store = open_store(store_url)
+        check = getattr(store, "check", None)
+        if check is not None:
+            check()  # wrong credentials or a missing bucket: stop before anything is written
         catalogue = Catalogue(catalogue_url)
         run_id = new_run_id()
         batch = prepare(manifest, store, catalogue, run_id=run_id, only=list(only) if only else None)
@@ -133,6 +140,7 @@ def render(manifest: Path, store_url: str, catalogue_url: str | None, concurrenc
         batch.to_render, batch.cached = to_render, [s for s in batch.cached if s not in forced]
         summary = conclude(batch, store, catalogue)
     _print_summary(summary, time.perf_counter() - started)
+    _print_qa(catalogue, summary.course, [c.narration_id for c in summary.rendered + summary.failed])
     sys.exit(EXIT_OK if summary.ok else EXIT_FAILED)
 
 
@@ -215,11 +223,38 @@ def _minutes(seconds: float) -> str:
 
 
 @main.command()
+def voices() -> None:
+    """List each engine's voices: the offline ones always, online ones when their service answers."""
+    from narro.engines import ENGINES
+
+    table = Table(title="engine voices (use as `model:` in voices.yaml)", title_justify="left")
+    for column in ("engine", "voice", "locale", "gender"):
+        table.add_column(column)
+    notes = []
+    for name, kind in sorted(ENGINES.items()):
+        lister = getattr(kind, "voices", None)
+        if lister is None:
+            continue
+        try:
+            found = lister()
+        except NarroError as error:
+            notes.append(f"{name}: {error}")
+            continue
+        for voice in found:
+            table.add_row(name, voice["name"], voice.get("locale", ""), voice.get("gender", ""))
+    console.print(table)
+    for note in notes:
+        console.print(f"[yellow]{note}[/]", highlight=False, soft_wrap=True)
+
+
+@main.command()
 @click.argument("course")
 @catalogue_option
 @click.option("--json", "as_json", is_flag=True, help="Print the clips as JSON.")
 def status(course: str, catalogue_url: str | None, as_json: bool) -> None:
     """Show every clip of COURSE as the catalogue has it (exit 1 if any failed)."""
+    from narro.report import latest_qa
+
     try:
         catalogue = Catalogue(catalogue_url)
     except NarroError as error:
@@ -230,17 +265,20 @@ def status(course: str, catalogue_url: str | None, as_json: bool) -> None:
         known = ", ".join(catalogue.courses()) or "none yet"
         _fail_invalid(f"no course '{course}' in the catalogue {catalogue.safe_url} (courses: {known})")
     if as_json:
-        print(json.dumps({"course": course, "clips": [c.as_dict() for c in clips]}, indent=2))
+        qa = latest_qa(catalogue, course)
+        print(json.dumps({"course": course, "clips": [{**c.as_dict(), "qa": qa.get(c.narration_id)} for c in clips]},
+                         indent=2))
     else:
-        _print_status(course, clips)
+        _print_status(course, clips, latest_qa(catalogue, course))
     sys.exit(EXIT_FAILED if any(c.status == FAILED for c in clips) else EXIT_OK)
 
 
-def _print_status(course: str, clips: list[ClipState]) -> None:
+def _print_status(course: str, clips: list[ClipState], qa: dict[str, dict] | None = None) -> None:
+    qa = qa or {}
     table = Table(title=course, title_justify="left")
     for column, justify in (("clip", "left"), ("status", "left"), ("tier", "left"), ("voice", "left"),
-                            ("duration", "right"), ("LUFS", "right"), ("dBTP", "right"), ("tries", "right"),
-                            ("last error", "left")):
+                            ("duration", "right"), ("LUFS", "right"), ("dBTP", "right"), ("WER", "right"),
+                            ("wpm", "right"), ("tries", "right"), ("last error", "left")):
         table.add_column(column, justify=justify, overflow="fold")  # type: ignore[arg-type]
     colours = {RENDERED: "green", FAILED: "red"}
     for clip in clips:
@@ -248,12 +286,108 @@ def _print_status(course: str, clips: list[ClipState]) -> None:
         table.add_row(
             clip.narration_id, f"[{colour}]{clip.status}[/]", clip.tier, clip.voice,
             f"{clip.duration_s:.1f} s" if clip.duration_s else "", _number(clip.loudness_lufs),
-            _number(clip.true_peak_dbtp), str(clip.attempts), clip.last_error or "",
+            _number(clip.true_peak_dbtp), _percent(qa.get(clip.narration_id, {}).get("wer")),
+            _whole(qa.get(clip.narration_id, {}).get("wpm")), str(clip.attempts), clip.last_error or "",
         )
     console.print(table)
     counts = {s: sum(c.status == s for c in clips) for s in sorted({c.status for c in clips})}
     console.print(", ".join(f"{n} {s}" for s, n in counts.items()), highlight=False)
 
 
+def _print_qa(catalogue: Catalogue, course: str, ids: list[str]) -> None:
+    """The quality gate's figures for the clips this run rendered or failed (narro.qa)."""
+    from narro.report import latest_qa
+
+    figures = latest_qa(catalogue, course, ids)
+    if not figures:
+        return
+    table = Table(title="quality gate", title_justify="left")
+    for column in ("clip", "WER", "wpm", "LUFS", "takes", "verdict"):
+        table.add_column(column, justify="left" if column in ("clip", "verdict") else "right", overflow="fold")
+    for narration_id in ids:
+        if narration_id not in figures:
+            continue
+        qa = figures[narration_id]
+        verdict = "[green]passed[/]" if qa["passed"] else f"[red]failed: {', '.join(qa['failed'])}[/]"
+        table.add_row(narration_id, _percent(qa["wer"]), _whole(qa["wpm"]), _number(qa["loudness_lufs"]),
+                      str(qa["takes_in_run"]), verdict)
+    console.print(table)
+    wers = sorted(q["wer"] for q in figures.values() if q["wer"] is not None)
+    if wers:
+        console.print(f"WER median {_percent(wers[len(wers) // 2])}, worst {_percent(wers[-1])}; "
+                      f"{sum(q['takes_in_run'] > 1 for q in figures.values())} clip(s) needed more than one take; "
+                      f"report: {course}/report.html in the store", highlight=False)
+
+
+def _percent(value: float | None) -> str:
+    return f"{value:.1%}" if value is not None else ""
+
+
+def _whole(value: float | None) -> str:
+    return f"{value:.0f}" if value is not None else ""
+
+
 def _number(value: float | None) -> str:
     return f"{value:.1f}" if value is not None else ""
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@catalogue_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per file.")
+def verify(files: tuple[Path, ...], catalogue_url: str | None, as_json: bool) -> None:
+    """Check FILES (MP3, WAV, anything ffmpeg reads) for narro's watermark and decode its payload.
+
+    Exit 0 when every file carries it, 1 when some do not, 2 when a file cannot be read.
+    """
+    from narro.verify import verify_file
+
+    try:
+        catalogue: Catalogue | None = Catalogue(catalogue_url)
+    except NarroError:
+        catalogue = None  # the mark still decodes; only its meaning is unknown
+    unreadable = missing = 0
+    for path in files:
+        try:
+            report = verify_file(path, catalogue)
+        except NarroError as error:
+            errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            unreadable += 1
+            continue
+        found = report.detection
+        if as_json:
+            print(json.dumps(report.as_dict()))
+        elif found.present and found.payload is not None:
+            console.print(f"{path}: [green]watermarked[/] payload {found.payload.hex()} — {report.meaning} "
+                          f"(confidence {found.confidence:.1f}, bits {found.bit_agreement:.0%})", highlight=False)
+        else:
+            console.print(f"{path}: [red]no narro watermark[/] (confidence {found.confidence:.1f})", highlight=False)
+        missing += not found.present
+    sys.exit(EXIT_INVALID if unreadable else EXIT_FAILED if missing else EXIT_OK)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but loopback needs NARRO_DASHBOARD_TOKEN set.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--store", "store_url", default=DEFAULT_STORE, show_default=True, metavar="DIR",
+              help="Where clips are published (the same as for render).")
+@catalogue_option
+@click.option("--manifest", "manifests", multiple=True, type=click.Path(path_type=Path), metavar="PATH",
+              help="Manifest (or folder of manifests) to compare with for staleness and to retry from (repeatable).")
+def dashboard(host: str, port: int, store_url: str, catalogue_url: str | None, manifests: tuple[Path, ...]) -> None:
+    """Serve the web dashboard: every clip of every course, audio, errors, and retries."""
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    from flows.retry import launcher_from_env
+    from narro.dashboard import serve, url_for
+    from narro.dashboard.security import check_bind, token_from_env
+
+    try:
+        check_bind(host, token_from_env())
+        launcher, mode = launcher_from_env()
+        console.print(f"narro dashboard on {url_for(host, port)} ({mode}); Ctrl-C stops it", highlight=False)
+        serve(catalogue_url, store_url, list(manifests), launcher, host=host, port=port, mode=mode)
+    except NarroError as error:
+        _fail_invalid(str(error))

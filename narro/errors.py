@@ -53,3 +53,15 @@ class StoreError(NarroError):
 
 class CatalogueError(NarroError):
     """The catalogue database cannot be opened or is from an incompatible schema."""
+
+
+class DashboardError(NarroError):
+    """The dashboard cannot start as asked (unsafe bind, bad option), or a retry request is invalid."""
+
+
+class WatermarkError(NarroError):
+    """A clip's watermark could not be verified on its encoded file: the clip must not be published."""
+
+
+class QualityError(NarroError):
+    """No take of a clip passed the quality gate (narro.qa); the message lists each take's failed checks."""

@@ -31,6 +31,8 @@ class Defaults(BaseModel):
     """Voice from the registry; the registry's default voice when absent."""
     tier: Tier = "fast"
     """`fast` (online voice with offline fallback) or `quality` (codec language model)."""
+    fallback: bool = True
+    """Allow the voice's fallback engine (e.g. offline piper for edge) when its engine is unavailable."""
 
 
 class NarrationEntry(BaseModel):
@@ -50,6 +52,8 @@ class NarrationEntry(BaseModel):
     """Voice from the registry; overrides the course default."""
     tier: Tier | None = None
     """`fast` or `quality`; overrides the course default."""
+    fallback: bool | None = None
+    """`false` makes the clip fail rather than use the fallback voice; overrides the course default."""
 
 
 class ManifestFile(BaseModel):
@@ -80,6 +84,8 @@ class Narration:
     line: int | None
     source: str
     """Where the words came from: `inline` or the script's path relative to the manifest."""
+    allow_fallback: bool = True
+    """Whether the fallback engine voice may speak this narration when its own engine is unavailable."""
 
 
 @dataclass(frozen=True)
@@ -142,7 +148,8 @@ def load_course(path: Path | str) -> Course:
         problems.extend(_check_voice(voices, voice, tier, located, *_voice_fields(entry, where, located)))
         if text is not None:
             narrations.append(
-                Narration(entry.id, entry.title, text, voice, tier, located.line_of(where), source)
+                Narration(entry.id, entry.title, text, voice, tier, located.line_of(where), source,
+                          allow_fallback=defaults.fallback if entry.fallback is None else entry.fallback)
             )
     if problems:
         # In file order, and once each: defaults shared by many narrations would repeat theirs.

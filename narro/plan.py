@@ -16,6 +16,7 @@ from narro.audio import PostSettings
 from narro.engines import engine_kind
 from narro.manifest import Course, Narration
 from narro.voices import EngineVoice, Tier
+from narro.watermark import VERSION as WATERMARK_VERSION
 
 # Bump when the pipeline changes what it produces for the same inputs.
 PIPELINE_VERSION = 1
@@ -35,6 +36,8 @@ class ClipSpec:
     engine_voice: EngineVoice
     post: PostSettings
     content_key: str = field(default="")
+    allow_fallback: bool = True
+    """The manifest allows the engine voice's fallback (not part of the key: it shapes no audio by itself)."""
 
     @property
     def object_name(self) -> str:
@@ -64,6 +67,7 @@ def content_key(spec: ClipSpec) -> str:
         "engine": engine_kind(spec.engine_voice.engine).identity(spec.engine_voice),
         "post": spec.post.as_dict(),
         "tags": spec.tags(),
+        "watermark": WATERMARK_VERSION,
     }
     encoded = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
@@ -80,6 +84,7 @@ def clip_spec(course: Course, narration: Narration, post: PostSettings) -> ClipS
         tier=narration.tier,
         engine_voice=course.voices.resolve(narration.voice, narration.tier),
         post=post,
+        allow_fallback=narration.allow_fallback,
     )
     return ClipSpec(**{**spec.__dict__, "content_key": content_key(spec)})
 

@@ -15,12 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from narro.audio import finish, measure
+from narro.audio import finish, measure, speech_bounds
+from narro.captions import shift, webvtt
 from narro.encode import decode, encode_mp3
-from narro.engines import Synthesis, engine_for, engine_kind
+from narro.engines import Synthesis, engine_kind
+from narro.engines import fallback as fallbacks
 from narro.errors import AudioError
 from narro.plan import ClipSpec, text_sha256
 from narro.store import Store
+from narro.watermark import Verification, embed, payload_for, require_verified, verify_encoded
 
 # The MP3 encoder can push true peaks up a little; start with this much room under the ceiling.
 CODEC_HEADROOM_DB = 0.5
@@ -56,12 +59,20 @@ class FinishedClip:
     true_peak_dbtp: float
     synthesis_s: float
     post_s: float
+    watermark: Verification | None = None
+    """Proof that `mp3` carries the clip's watermark; publish refuses a clip without it."""
+    fallback: dict[str, Any] | None = None
+    """Set when the fallback voice spoke the clip: from, to and why (narro.engines.fallback)."""
+    captions: bytes | None = None
+    """WebVTT captions on the published timeline, where the engine gave word timings."""
+    qa: dict[str, Any] | None = None
+    """The quality gate's verdict on this take and the takes before it (narro.heal), for the sidecar."""
 
 
 def synthesize(spec: ClipSpec) -> tuple[Synthesis, float]:
     """Speak the spec's text with its engine voice; returns the audio and seconds taken."""
     started = time.perf_counter()
-    synthesis = engine_for(spec.engine_voice).synthesize(spec.text)
+    synthesis = fallbacks.synthesize_clip(spec)
     return synthesis, time.perf_counter() - started
 
 
@@ -70,11 +81,14 @@ def post_process(spec: ClipSpec, synthesis: Synthesis, synthesis_s: float = 0.0)
     started = time.perf_counter()
     settings = spec.post
     headroom, loudness_offset = CODEC_HEADROOM_DB, CODEC_LOUDNESS_LOSS_LU
+    # The mark goes in before loudness and limiting, so the limiter keeps it under the ceiling.
+    payload = payload_for(spec.content_key)
+    marked = embed(synthesis.samples, synthesis.sample_rate, payload)
     # The encoder's low-pass removes a little loudness and adds a little peak; measure the
     # decoded MP3 and correct for both (two passes at most in practice).
     for _ in range(4):
         aimed = replace(settings, target_lufs=settings.target_lufs + loudness_offset)
-        finished = finish(synthesis.samples, synthesis.sample_rate, aimed, headroom_db=headroom)
+        finished = finish(marked, synthesis.sample_rate, aimed, headroom_db=headroom)
         mp3 = encode_mp3(finished, synthesis.sample_rate, settings.bitrate_kbps, spec.tags())
         decoded = decode(mp3, synthesis.sample_rate)
         levels = measure(decoded, synthesis.sample_rate)
@@ -93,6 +107,7 @@ def post_process(spec: ClipSpec, synthesis: Synthesis, synthesis_s: float = 0.0)
             f"loudness {levels.integrated_lufs:.1f} LUFS after encoding is off the {settings.target_lufs} LUFS target: "
             f"the take is too peaky to reach it under a {settings.true_peak_dbtp} dBTP ceiling"
         )
+    verification = verify_encoded(mp3, decoded, synthesis.sample_rate, payload)
     return FinishedClip(
         mp3=mp3,
         decoded=decoded,
@@ -103,12 +118,38 @@ def post_process(spec: ClipSpec, synthesis: Synthesis, synthesis_s: float = 0.0)
         true_peak_dbtp=round(levels.true_peak_dbtp, 2),
         synthesis_s=synthesis_s,
         post_s=time.perf_counter() - started,
+        watermark=verification,
+        fallback=fallbacks.used(synthesis),
+        captions=_captions(spec, synthesis, levels.duration_s),
     )
 
 
+def _captions(spec: ClipSpec, synthesis: Synthesis, duration_s: float) -> bytes | None:
+    """WebVTT on the published timeline: trimming cut the lead-in silence and added the pad."""
+    if not synthesis.words:
+        return None
+    start, _ = speech_bounds(synthesis.samples, synthesis.sample_rate, spec.post.silence_floor_db)
+    moved = shift(synthesis.words, spec.post.pad_s - start / synthesis.sample_rate)
+    return webvtt(moved, spec.text, duration_s)
+
+
 def sidecar(spec: ClipSpec, clip: FinishedClip, context: RunContext) -> dict[str, Any]:
-    """Provenance for one published clip: enough to reproduce and audit it."""
+    """Provenance for one published clip: enough to reproduce and audit it.
+
+    A clip the fallback voice spoke carries that voice's engine and content key, and `fallback`.
+    """
+    planned_key = spec.content_key
+    spec = fallbacks.effective_spec(spec, clip.fallback)
+    extra: dict[str, Any] = {}
+    if clip.fallback:
+        extra["fallback"] = {**clip.fallback, "planned_content_key": planned_key}
+    if clip.qa is not None:
+        extra["qa"] = clip.qa
+    if clip.captions is not None:
+        extra["captions"] = {"file": f"{spec.narration_id}.vtt", "bytes": len(clip.captions),
+                             "sha256": hashlib.sha256(clip.captions).hexdigest()}
     return {
+        **extra,
         "content_key": spec.content_key,
         "course": spec.course,
         "narration_id": spec.narration_id,
@@ -127,13 +168,15 @@ def sidecar(spec: ClipSpec, clip: FinishedClip, context: RunContext) -> dict[str
         "run_id": context.run_id,
         "rendered_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "timings_s": {"synthesis": round(clip.synthesis_s, 3), "post": round(clip.post_s, 3)},
+        "watermark": require_verified(clip.watermark, clip.mp3).as_dict(),
         "narro_version": importlib.metadata.version("narro"),
     }
 
 
 def publish(store: Store, spec: ClipSpec, clip: FinishedClip, context: RunContext) -> dict[str, Any]:
+    require_verified(clip.watermark, clip.mp3)  # nothing unverified reaches a store
     record = sidecar(spec, clip, context)
-    store.publish(spec.course, spec.narration_id, clip.mp3, record)
+    store.publish(spec.course, spec.narration_id, clip.mp3, record, captions=clip.captions)
     return record
 
 
@@ -151,6 +194,8 @@ def course_index(specs: list[ClipSpec], store: Store) -> dict[str, Any]:
             "sidecar": f"{spec.narration_id}.json",
             "content_key": record["content_key"],
             "current": record["content_key"] == spec.content_key,
+            "fallback": (record.get("fallback") or {}).get("to"),
+            "captions": (record.get("captions") or {}).get("file"),
             "duration_s": record.get("duration_s"),
         })
     course = specs[0].course if specs else ""

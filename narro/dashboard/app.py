@@ -1,0 +1,416 @@
+"""The dashboard's web app: courses, a course's clips, a clip's history, audio, and retries.
+
+Server-rendered HTML (Jinja2, autoescaped) with a little vanilla JS for live progress; no
+front-end build and nothing loaded from outside the app. Errors become pages here.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode
+
+from markupsafe import escape
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from narro.batch import override
+from narro.catalogue import FAILED, Catalogue
+from narro.dashboard import overview
+from narro.dashboard.retry import Launcher, Retries
+from narro.dashboard.security import COOKIE, CSRF_FIELD, CSRF_HEADER, Guard
+from narro.dashboard.waveform import waveform_svg
+from narro.errors import DashboardError, ManifestError, NarroError
+from narro.store import Store
+from narro.voices import TIERS
+
+HERE = Path(__file__).parent
+SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+OPEN_PATHS = ("/login", "/static/", "/healthz")
+CSP = ("default-src 'self'; img-src 'self' data:; media-src 'self' http: https:; style-src 'self'; "
+       "script-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
+POLL_MS = 1500
+
+
+@dataclass
+class Dashboard:
+    """What the routes work on."""
+
+    catalogue: Catalogue
+    store: Store
+    manifests: overview.Manifests
+    retries: Retries
+    guard: Guard
+    mode: str = ""
+
+
+def templates() -> Jinja2Templates:
+    env = Jinja2Templates(directory=str(HERE / "templates"))
+    env.env.autoescape = True
+    env.env.filters.update(minutes=_minutes, number=_number, when=_when, scalars=scalars, nested=nested)
+    env.env.globals.update(is_mapping=lambda v: isinstance(v, dict))
+    return env
+
+
+def _minutes(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    return f"{int(seconds // 60)}:{seconds % 60:04.1f}" if seconds < 600 else f"{int(seconds // 60)}:{int(seconds % 60):02d}"
+
+
+def _number(value: Any, digits: int = 1) -> str:
+    if isinstance(value, bool) or value is None:
+        return "" if value is None else str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def scalars(metrics: dict[str, Any] | None, skip: tuple[str, ...] = ()) -> list[tuple[str, Any]]:
+    """The metrics that fit in a table cell: numbers, flags and short strings."""
+    return [(k, v) for k, v in (metrics or {}).items()
+            if k not in skip and (isinstance(v, (int, float, bool)) or (isinstance(v, str) and len(v) <= 40))]
+
+
+def nested(metrics: dict[str, Any] | None) -> list[tuple[str, Any]]:
+    """The metrics too big for a cell (QA checks, transcripts, lists), for a details block."""
+    inline = dict(scalars(metrics))
+    return [(k, v) for k, v in (metrics or {}).items() if k not in inline and v not in ([], {}, None, "")]
+
+
+def _when(moment: Any) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M") + " UTC" if moment else "never"
+
+
+class Security(BaseHTTPMiddleware):
+    """Host check, session cookie, sign-in, and headers on every response."""
+
+    def __init__(self, app: Any, guard: Guard):
+        super().__init__(app)
+        self.guard = guard
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        guard = self.guard
+        if not guard.host_ok(request.headers.get("host")):
+            return _headers(PlainTextResponse("bad Host header: open the dashboard at http://127.0.0.1", 400))
+        if request.method not in ("GET", "HEAD") and not _same_origin(request):
+            return _headers(PlainTextResponse("cross-origin request refused", 403))
+        session = guard.read(request.cookies.get(COOKIE))
+        fresh = None
+        if session is None:
+            session, fresh = guard.new_session(signed_in=False)
+        request.state.session = session
+        open_path = request.url.path.startswith(OPEN_PATHS)
+        if not open_path and not guard.allowed(session):
+            if request.method in ("GET", "HEAD"):
+                response: Response = RedirectResponse("/login?" + urlencode({"next": _local(str(request.url.path))}), 303)
+            else:
+                response = PlainTextResponse("sign in first", 401)
+        else:
+            response = await call_next(request)
+        if fresh is not None:
+            response.set_cookie(COOKIE, fresh, httponly=True, samesite="strict", path="/")
+        return _headers(response)
+
+
+def _headers(response: Response) -> Response:
+    response.headers.setdefault("Content-Security-Policy", CSP)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "same-origin")  # "no-referrer" makes form posts send Origin: null
+    response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def _same_origin(request: Request) -> bool:
+    origin = request.headers.get("origin")
+    return origin is None or origin.split("://", 1)[-1] == request.headers.get("host")
+
+
+def _local(path: str) -> str:
+    """A redirect target inside the dashboard, or the home page."""
+    return path if path.startswith("/") and not path.startswith("//") and "\\" not in path else "/"
+
+
+def _form(request: Request) -> dict[str, list[str]]:
+    """The urlencoded form, after checking its CSRF token (field or header)."""
+    body = request.state.body.decode("utf-8", "replace")
+    form = parse_qs(body, keep_blank_values=True) if "json" not in request.headers.get("content-type", "") else {}
+    presented = request.headers.get(CSRF_HEADER) or (form.get(CSRF_FIELD) or [""])[0]
+    if not request.app.state.dashboard.guard.csrf_ok(request.state.session, presented):
+        raise _Refused(403, "missing or wrong CSRF token: reload the page and try again")
+    return form
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def _page(request: Request, name: str, status_code: int = 200, **context: Any) -> Response:
+    dash: Dashboard = request.app.state.dashboard
+    context.update(csrf=dash.guard.csrf_token(request.state.session), signed_in=dash.guard.needs_sign_in,
+                   mode=dash.mode, poll_ms=POLL_MS)
+    return request.app.state.templates.TemplateResponse(request, name, context, status_code=status_code)
+
+
+def _error(request: Request, status: int, message: str) -> Response:
+    if "application/json" in request.headers.get("accept", ""):
+        return JSONResponse({"error": message}, status)
+    return _page(request, "error.html", status, message=message, status=status)
+
+
+def _slugs(*values: str) -> None:
+    if not all(SLUG.match(v) and len(v) <= 80 for v in values):
+        raise _Refused(404, "no such course or clip")
+
+
+def _course(request: Request, slug: str) -> tuple[Dashboard, overview.Planned | None, list[overview.ClipView]]:
+    _slugs(slug)
+    dash: Dashboard = request.app.state.dashboard
+    states = dash.catalogue.clips(slug)
+    planned = dash.manifests.for_course(slug, dash.store, dash.catalogue)
+    if not states and (planned is None or planned.course is None):
+        raise _Refused(404, f"no course '{slug}' in the catalogue")
+    return dash, planned, overview.clip_views(states, planned)
+
+
+def handles_refusals(endpoint):  # noqa: ANN001, ANN201
+    """Run a blocking endpoint on the thread pool (the body read first) and turn refusals into pages."""
+
+    @functools.wraps(endpoint)
+    async def wrapper(request: Request) -> Response:
+        request.state.body = await request.body() if request.method == "POST" else b""
+        try:
+            return await run_in_threadpool(endpoint, request)
+        except _Refused as refused:
+            return _error(request, refused.status, refused.message)
+        except NarroError as error:
+            return _error(request, 500, str(error))
+    return wrapper
+
+
+@handles_refusals
+def courses_page(request: Request) -> Response:
+    dash: Dashboard = request.app.state.dashboard
+    slugs = dict.fromkeys(dash.catalogue.courses())
+    summaries = []
+    for slug in slugs:
+        _, planned, views = _course(request, slug)
+        summaries.append(overview.summarise(slug, views, dash.catalogue, planned))
+    return _page(request, "courses.html", summaries=summaries, problems=dash.manifests.problems)
+
+
+@handles_refusals
+def course_page(request: Request) -> Response:
+    slug = request.path_params["course"]
+    dash, planned, views = _course(request, slug)
+    show = request.query_params.get("show", "all")
+    show = show if show in ("all", "failed", "stale") else "all"
+    query = request.query_params.get("q", "").strip()[:200]
+    started = request.query_params.get("started")
+    # The clips of a retry just started stay in view whatever the filter, to watch them finish.
+    shown = [v for v in views if overview.matches(v, show, query) or (started and v.state and v.state.run_id == started)]
+    return _page(request, "course.html", course=slug, summary=overview.summarise(slug, views, dash.catalogue, planned),
+                 views=shown, total=len(views), show=show, query=query, planned=planned,
+                 voices=planned.course.voices.names() if planned and planned.course else [], tiers=TIERS,
+                 history=dash.catalogue.course_attempts(slug), notice=_notice(request, dash),
+                 busy=any(v.busy for v in views))
+
+
+def _notice(request: Request, dash: Dashboard) -> str | None:
+    run_id = request.query_params.get("started")
+    if not run_id:
+        return None
+    if run_id in dash.retries.errors:
+        return dash.retries.errors[run_id]
+    return f"retry run {run_id} started for {request.query_params.get('n', '?')} clip(s)"
+
+
+@handles_refusals
+def course_rows(request: Request) -> Response:
+    """Every row of the course table, for the page's live update (it swaps rows that changed)."""
+    slug = request.path_params["course"]
+    dash, planned, views = _course(request, slug)
+    return _page(request, "rows.html", course=slug, views=views, history=dash.catalogue.course_attempts(slug),
+                 summary=overview.summarise(slug, views, dash.catalogue, planned), busy=any(v.busy for v in views))
+
+
+@handles_refusals
+def course_json(request: Request) -> Response:
+    slug = request.path_params["course"]
+    dash, planned, views = _course(request, slug)
+    summary = overview.summarise(slug, views, dash.catalogue, planned)
+    return JSONResponse({
+        "course": slug, "counts": summary.counts, "total_duration_s": summary.total_duration_s,
+        "clips": [{**(v.state.as_dict() if v.state else {}), "narration_id": v.narration_id, "status": v.status,
+                   "stale": v.stale, "version": v.version} for v in views],
+    })
+
+
+@handles_refusals
+def clip_page(request: Request) -> Response:
+    slug, narration_id = request.path_params["course"], request.path_params["clip"]
+    _slugs(narration_id)
+    dash, planned, views = _course(request, slug)
+    view = next((v for v in views if v.narration_id == narration_id), None)
+    if view is None:
+        raise _Refused(404, f"no clip '{narration_id}' in course '{slug}'")
+    attempts = dash.catalogue.attempts(slug, narration_id)
+    keys = list(dict.fromkeys(k for a in attempts for k, _ in scalars(a.metrics)))
+    waveform = None
+    if view.playable:
+        waveform = _waveform(dash.store, slug, narration_id, view.state.published_key, f"Waveform of {narration_id}")
+    return _page(request, "clip.html", course=slug, view=view, attempts=attempts, metric_keys=keys,
+                 waveform=waveform, planned=planned, tiers=TIERS,
+                 voices=planned.course.voices.names() if planned and planned.course else [],
+                 notice=_notice(request, dash))
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_waveform(mp3: bytes, label: str) -> str:
+    return waveform_svg(mp3, str(escape(label)))
+
+
+def _waveform(store: Store, course: str, narration_id: str, key: str | None, label: str) -> str | None:
+    data = mp3_bytes(store, course, narration_id)
+    if data is None:
+        return None
+    try:
+        return _cached_waveform(data, label)
+    except NarroError:
+        return None
+
+
+@handles_refusals
+def clip_json(request: Request) -> Response:
+    slug, narration_id = request.path_params["course"], request.path_params["clip"]
+    _slugs(narration_id)
+    _, _, views = _course(request, slug)
+    view = next((v for v in views if v.narration_id == narration_id), None)
+    if view is None:
+        raise _Refused(404, f"no clip '{narration_id}' in course '{slug}'")
+    return JSONResponse({"narration_id": narration_id, "status": view.status, "busy": view.busy,
+                         "version": view.version})
+
+
+@handles_refusals
+def audio(request: Request) -> Response:
+    """The published MP3 of a catalogued clip, and nothing else."""
+    slug, narration_id = request.path_params["course"], request.path_params["clip"]
+    _slugs(slug, narration_id)
+    dash: Dashboard = request.app.state.dashboard
+    state = dash.catalogue.clip(slug, narration_id)
+    if state is None or state.published_key is None:
+        raise _Refused(404, "no published audio for this clip")
+    store = dash.store
+    presign = getattr(store, "audio_url", None)
+    if presign is not None:
+        return RedirectResponse(presign(slug, narration_id), 302)
+    path = getattr(store, "mp3_path", None)
+    if path is not None:
+        root = Path(store.root).resolve()  # type: ignore[attr-defined]
+        target = Path(path(slug, narration_id)).resolve()
+        if not target.is_relative_to(root) or not target.is_file():
+            raise _Refused(404, "no published audio for this clip")
+        return FileResponse(target, media_type="audio/mpeg")
+    data = mp3_bytes(store, slug, narration_id)
+    if data is None:
+        raise _Refused(404, "no published audio for this clip")
+    return Response(data, media_type="audio/mpeg")
+
+
+def mp3_bytes(store: Store, course: str, narration_id: str) -> bytes | None:
+    """A published MP3's bytes from a local store (`mp3_path`) or any store with `read_mp3`."""
+    if hasattr(store, "mp3_path"):
+        try:
+            return Path(store.mp3_path(course, narration_id)).read_bytes()  # type: ignore[attr-defined]
+        except OSError:
+            return None
+    reader = getattr(store, "read_mp3", None)
+    return reader(course, narration_id) if reader else None
+
+
+@handles_refusals
+def retry(request: Request) -> Response:
+    slug = request.path_params["course"]
+    form = _form(request)
+    dash, planned, views = _course(request, slug)
+    if planned is None or planned.course is None:
+        why = planned.error if planned else "no manifest is known for this course"
+        raise _Refused(409, f"cannot retry: {why}. Start the dashboard with --manifest PATH")
+    if form.get("all_failed"):
+        ids = [v.narration_id for v in views if v.status == FAILED]
+        if not ids:
+            raise _Refused(409, "no failed clips to retry")
+    else:
+        ids = [i for i in form.get("ids", []) if i]
+    unknown = [i for i in ids if i not in planned.specs]
+    if unknown or not ids:
+        raise _Refused(400, f"not in the manifest of {slug}: {', '.join(unknown) or 'no clip named'}")
+    voice = (form.get("voice") or [""])[0] or None
+    tier = (form.get("tier") or [""])[0] or None
+    try:
+        override(planned.course, list(planned.specs.values()), ids, voice, tier)
+        started = dash.retries.start(str(planned.path), slug, ids, voice, tier)
+    except ManifestError as error:
+        raise _Refused(400, "; ".join(p.message for p in error.problems)) from None
+    except DashboardError as error:
+        raise _Refused(409, str(error)) from None
+    if "application/json" in request.headers.get("accept", ""):
+        return JSONResponse({"run_id": started.run_id, "started": started.started, "skipped": started.skipped}, 202)
+    back = _local((form.get("back") or [f"/courses/{slug}"])[0])
+    joiner = "&" if "?" in back else "?"
+    return RedirectResponse(f"{back}{joiner}{urlencode({'started': started.run_id, 'n': len(started.started)})}", 303)
+
+
+@handles_refusals
+def login_page(request: Request) -> Response:
+    dash: Dashboard = request.app.state.dashboard
+    if request.method == "POST":
+        form = _form(request)
+        if dash.guard.token_ok((form.get("token") or [""])[0]):
+            session, cookie = dash.guard.new_session(signed_in=True)
+            response = RedirectResponse(_local((form.get("next") or ["/"])[0]), 303)
+            response.set_cookie(COOKIE, cookie, httponly=True, samesite="strict", path="/")
+            return response
+        return _page(request, "login.html", 401, next=_local((form.get("next") or ["/"])[0]), wrong=True)
+    if not dash.guard.needs_sign_in:
+        return RedirectResponse("/", 303)
+    return _page(request, "login.html", next=_local(request.query_params.get("next", "/")), wrong=False)
+
+
+async def healthz(request: Request) -> Response:
+    return PlainTextResponse("ok")
+
+
+def create_app(catalogue: Catalogue, store: Store, manifests: overview.Manifests, launcher: Launcher,
+               guard: Guard, mode: str = "") -> Starlette:
+    routes = [
+        Route("/", courses_page),
+        Route("/healthz", healthz),
+        Route("/login", login_page, methods=["GET", "POST"]),
+        Route("/courses/{course}", course_page),
+        Route("/courses/{course}/rows", course_rows),
+        Route("/courses/{course}/clips.json", course_json),
+        Route("/courses/{course}/retry", retry, methods=["POST"]),
+        Route("/courses/{course}/clips/{clip}", clip_page),
+        Route("/courses/{course}/clips/{clip}/state.json", clip_json),
+        Route("/audio/{course}/{clip}.mp3", audio),
+        Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
+    ]
+    app = Starlette(routes=routes, middleware=[Middleware(Security, guard=guard)])
+    app.state.dashboard = Dashboard(catalogue, store, manifests, Retries(catalogue, store.url, launcher), guard, mode)
+    app.state.templates = templates()
+    return app

@@ -1,0 +1,66 @@
+// narro dashboard: live progress without reloading. Server-rendered rows are swapped in place
+// when they change; a row whose audio is playing waits until it is paused.
+"use strict";
+(function () {
+  function wait(ms) { return new Promise(function (r) { setTimeout(r, ms); }); }
+
+  async function pollCourse(table) {
+    var url = table.dataset.rowsUrl, every = Number(table.dataset.pollMs) || 1500;
+    var counts = document.getElementById("counts");
+    var quietRounds = 0;
+    while (true) {
+      await wait(every);
+      var busyNow = counts && counts.dataset.busy === "1";
+      if (!busyNow && quietRounds > 2) { await wait(every * 3); }
+      var text;
+      try {
+        var response = await fetch(url, { headers: { "Accept": "text/html" }, credentials: "same-origin" });
+        if (!response.ok) { continue; }
+        text = await response.text();
+      } catch (e) { continue; }
+      var doc = new DOMParser().parseFromString(text, "text/html");
+      doc.querySelectorAll("#rows > tr").forEach(function (fresh) {
+        var old = document.getElementById(fresh.id);
+        if (!old || old.dataset.version === fresh.dataset.version) { return; }
+        var audio = old.querySelector("audio");
+        if (audio && !audio.paused) { return; }
+        var details = old.querySelector("details");
+        var open = details && details.open;
+        var node = document.importNode(fresh, true);
+        old.replaceWith(node);
+        if (open && node.querySelector("details")) { node.querySelector("details").open = true; }
+      });
+      var live = doc.getElementById("live-counts");
+      if (live && counts) {
+        if (counts.innerHTML.trim() !== live.innerHTML.trim()) { counts.innerHTML = live.innerHTML; }
+        counts.dataset.busy = live.dataset.busy;
+        quietRounds = live.dataset.busy === "1" ? 0 : quietRounds + 1;
+      }
+    }
+  }
+
+  async function pollClip(state) {
+    var every = Number(state.dataset.pollMs) || 1500;
+    while (true) {
+      await wait(state.dataset.busy === "1" ? every : every * 4);
+      try {
+        var response = await fetch(state.dataset.stateUrl, { headers: { "Accept": "application/json" }, credentials: "same-origin" });
+        if (!response.ok) { continue; }
+        var data = await response.json();
+        if (data.version !== state.dataset.version) {
+          var audio = document.querySelector("audio");
+          if (audio && !audio.paused) { continue; }
+          window.location.replace(window.location.pathname);
+          return;
+        }
+      } catch (e) { /* try again next round */ }
+    }
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    var table = document.querySelector("table.clips[data-rows-url]");
+    if (table) { pollCourse(table); }
+    var state = document.getElementById("clip-state");
+    if (state) { pollClip(state); }
+  });
+})();

@@ -1,0 +1,449 @@
+"""The fast tier's online voice: Microsoft's read-aloud service through the `edge-tts` client.
+
+The service is free, unofficial and fickle: it answers 429/503 under load, drops connections,
+and has been seen to return audio cut short or silent. So each clip is split at sentence
+boundaries into requests far below the service's limits, every request is retried with
+exponential backoff and full jitter, and every answer is checked (duration against the word
+boundaries and the text) before it is accepted. What still fails raises EngineUnavailable,
+which is the cue for the tier's fallback voice (narro.engines.fallback).
+
+Settings (environment, read at request time so every worker process sees the same ones):
+
+- `NARRO_EDGE_WSS_URL`: the WebSocket endpoint (a `ws://` or `wss://` URL containing `?`);
+  edge-tts's own endpoint by default. Tests and the benchmark point it at an emulator.
+- `NARRO_EDGE_VOICES_URL`: the voice list endpoint (HTTP(S) URL containing `?`).
+- `NARRO_EDGE_RETRIES` (default 5), `NARRO_EDGE_BACKOFF_S` (first backoff, default 0.5),
+  `NARRO_EDGE_BACKOFF_MAX_S` (default 8): retries per request after the first try.
+- `NARRO_EDGE_TIMEOUT_S` (default 20): socket connect/read timeout; a request also gets a
+  deadline of that plus twice the speech it should return.
+- `NARRO_EDGE_UNREACHABLE_HOLD_S` (default 60): once the service is found unreachable (DNS
+  failure, or connection errors through every retry), later clips in this process skip
+  straight to the fallback for this long instead of each waiting through the retries.
+
+Requests can be gated (a global concurrency limit that holds across workers) by installing a
+context manager factory with `set_request_gate`; tasks/ installs Prefect's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.metadata
+import os
+import random
+import re
+import threading
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+import numpy as np
+
+from narro.engines import Synthesis, WordTiming
+from narro.errors import EngineUnavailable
+from narro.voices import EngineVoice
+
+SAMPLE_RATE = 24_000
+OUTPUT_FORMAT = "audio-24khz-48kbitrate-mono-mp3"
+# The client splits above 4096 bytes of escaped text and outputs have been cut at 10:00;
+# parts this size are about a minute of speech.
+MAX_PART_CHARS = 1200
+# Silence between joined parts: the same as a sentence pause, so joins are inaudible.
+PART_GAP_S = 0.35
+FADE_S = 0.008
+EDGE_VOICE = re.compile(r"^[a-z]{2,3}-[A-Z]{2}(-[A-Za-z]+)?-[A-Za-z]+Neural$")
+TICKS_PER_SECOND = 10_000_000
+
+# Sanity bounds on what a request returns (words per second of audio at rate +0%).
+MAX_WORDS_PER_S = 6.0
+BOUNDARY_SLACK_S = 0.15
+MIN_WORD_COVERAGE = 0.6
+
+_gate: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext
+_client_lock = threading.Lock()
+_unreachable_until = 0.0
+_unreachable_reason = ""
+
+
+def set_request_gate(factory: Callable[[], AbstractContextManager[object]] | None) -> None:
+    """Every request to the service runs inside `factory()` (None: no gate)."""
+    global _gate
+    _gate = factory or contextlib.nullcontext
+
+
+def _setting(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise EngineUnavailable(f"{name}={raw!r} is not a number") from None
+
+
+def service_url() -> str | None:
+    url = os.environ.get("NARRO_EDGE_WSS_URL")
+    if url and "?" not in url:
+        raise EngineUnavailable(f"NARRO_EDGE_WSS_URL must contain '?' (query parameters are appended): {url}")
+    return url or None
+
+
+def voices_url() -> str | None:
+    url = os.environ.get("NARRO_EDGE_VOICES_URL")
+    if url and "?" not in url:
+        raise EngineUnavailable(f"NARRO_EDGE_VOICES_URL must contain '?': {url}")
+    return url or None
+
+
+def _configure_client() -> None:
+    """Point edge-tts at the configured endpoints (it reads module globals at request time)."""
+    import edge_tts.communicate
+    import edge_tts.constants
+    import edge_tts.voices
+
+    with _client_lock:
+        edge_tts.communicate.WSS_URL = service_url() or edge_tts.constants.WSS_URL
+        edge_tts.voices.VOICE_LIST = voices_url() or edge_tts.constants.VOICE_LIST
+
+
+def check_voice(voice: EngineVoice) -> None:
+    if not EDGE_VOICE.match(voice.model):
+        raise EngineUnavailable(f"'{voice.model}' is not an edge voice name (like en-US-AriaNeural); see `narro voices`")
+
+
+class EdgeKind:
+    name = "edge"
+
+    @staticmethod
+    def identity(voice: EngineVoice) -> dict[str, object]:
+        return {
+            "engine": "edge",
+            "engine_version": importlib.metadata.version("edge-tts"),
+            "voice": voice.model,
+            "rate": voice.rate,
+            "pitch": voice.pitch,
+            "volume": voice.volume,
+            "format": OUTPUT_FORMAT,
+            "part_chars": MAX_PART_CHARS,
+            "part_gap_s": PART_GAP_S,
+        }
+
+    @staticmethod
+    def voices() -> list[dict[str, str]]:
+        """The service's voices (name, locale, gender); EngineUnavailable when it cannot be reached."""
+        return list_voices()
+
+    @staticmethod
+    def load(voice: EngineVoice) -> EdgeEngine:
+        check_voice(voice)
+        try:
+            import edge_tts  # noqa: F401
+        except ImportError:
+            raise EngineUnavailable("the edge engine needs the 'edge-tts' package; pip install edge-tts") from None
+        return EdgeEngine(voice)
+
+
+# --------------------------------------------------------------------------- text
+
+
+def split_text(text: str, limit: int = MAX_PART_CHARS) -> list[str]:
+    """Sentences packed greedily into parts of at most `limit` characters.
+
+    A sentence longer than the limit is cut at the last comma or space before it.
+    """
+    sentences = [s for s in re.split(r"(?<=[.!?…])\s+", text.strip()) if s]
+    parts: list[str] = []
+    current = ""
+    for sentence in sentences:
+        while len(sentence) > limit:
+            cut = max(sentence.rfind(", ", 0, limit), sentence.rfind(" ", 0, limit))
+            cut = cut + 1 if cut > 0 else limit
+            if current:
+                parts.append(current)
+                current = ""
+            parts.append(sentence[:cut].strip())
+            sentence = sentence[cut:].strip()
+        if current and len(current) + 1 + len(sentence) > limit:
+            parts.append(current)
+            current = sentence
+        else:
+            current = f"{current} {sentence}".strip()
+    if current:
+        parts.append(current)
+    return parts
+
+
+# Characters XML 1.0 forbids even escaped; the service rejects them.
+_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+
+
+def speakable(text: str) -> str:
+    """Text safe to place in SSML as character data: invalid XML characters become spaces.
+
+    The edge-tts client escapes `&`, `<` and `>` itself before it builds the SSML, so markup in
+    a script is spoken as text, never interpreted (tests assert this against the emulator).
+    """
+    return _XML_INVALID.sub(" ", text)
+
+
+def _spoken_words(text: str) -> int:
+    return sum(1 for token in text.split() if any(ch.isalnum() for ch in token))
+
+
+def _tokens(text: str) -> list[str]:
+    return [t for t in (re.sub(r"\W+", "", token).lower() for token in text.split()) if t]
+
+
+def _uncovered_tail(text: str, words: list[WordTiming]) -> int:
+    """How many of the text's last words come after the last word boundary that matches the text."""
+    tokens = _tokens(text)
+    position = -1
+    for word in words:
+        target = re.sub(r"\W+", "", word.word).lower()
+        if not target:
+            continue
+        for index in range(position + 1, min(len(tokens), position + 6)):
+            if tokens[index] == target or tokens[index].startswith(target) or target.startswith(tokens[index]):
+                position = index
+                break
+    return len(tokens) - (position + 1)
+
+
+def _rate_factor(rate: str) -> float:
+    return max(0.25, 1.0 + int(rate.rstrip("%")) / 100.0)
+
+
+# --------------------------------------------------------------------------- requests
+
+
+class _Retryable(Exception):
+    """A request failed in a way another try may not."""
+
+    def __init__(self, message: str, retry_after: float | None = None, connection: bool = False):
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.connection = connection
+
+
+@dataclass
+class _Part:
+    samples: np.ndarray
+    words: list[WordTiming]
+
+
+class EdgeEngine:
+    """One edge voice; thread-safe: every request runs its own event loop and connection."""
+
+    def __init__(self, voice: EngineVoice):
+        self.voice = voice
+        self.identity = f"edge-tts-{importlib.metadata.version('edge-tts')}:{voice.model}"
+        self.sample_rate = SAMPLE_RATE
+
+    def synthesize(self, text: str) -> Synthesis:
+        parts = split_text(speakable(text))
+        if not parts:
+            raise EngineUnavailable("edge: nothing to speak")
+        gap = np.zeros(int(PART_GAP_S * SAMPLE_RATE), dtype=np.float32)
+        pieces: list[np.ndarray] = []
+        words: list[WordTiming] = []
+        position = 0
+        retries = 0
+        for part_text in parts:
+            part, tries = self._request_with_retries(part_text)
+            retries += tries - 1
+            if pieces:
+                pieces.append(gap)
+                position += len(gap)
+            offset_s = position / SAMPLE_RATE
+            words += [WordTiming(w.word, w.start_s + offset_s, w.end_s + offset_s) for w in part.words]
+            pieces.append(part.samples)
+            position += len(part.samples)
+        return Synthesis(np.concatenate(pieces).astype(np.float32), SAMPLE_RATE, self.identity, words=words,
+                         details={"parts": len(parts), "retries": retries})
+
+    def _request_with_retries(self, text: str) -> tuple[_Part, int]:
+        global _unreachable_until, _unreachable_reason
+        if time.monotonic() < _unreachable_until:
+            raise EngineUnavailable(f"edge-tts service unreachable: {_unreachable_reason}")
+        retries = int(_setting("NARRO_EDGE_RETRIES", 5))
+        base = _setting("NARRO_EDGE_BACKOFF_S", 0.5)
+        ceiling = _setting("NARRO_EDGE_BACKOFF_MAX_S", 8.0)
+        failures: list[str] = []
+        all_connection = True
+        for attempt in range(retries + 1):
+            try:
+                return self._request(text), attempt + 1
+            except _Retryable as failure:
+                failures.append(str(failure))
+                all_connection = all_connection and failure.connection
+                if attempt == retries:
+                    break
+                # Full jitter: spread retries of many workers so they do not arrive together.
+                delay = random.uniform(0, min(ceiling, base * 2**attempt))
+                if failure.retry_after is not None:
+                    delay = max(delay, min(ceiling, failure.retry_after))
+                time.sleep(delay)
+        summary = f"{failures[-1]} (after {len(failures)} tries)"
+        if all_connection:
+            _unreachable_until = time.monotonic() + _setting("NARRO_EDGE_UNREACHABLE_HOLD_S", 60)
+            _unreachable_reason = summary
+            raise EngineUnavailable(f"edge-tts service unreachable: {summary}")
+        raise EngineUnavailable(f"edge-tts service keeps failing: {summary}")
+
+    def _request(self, text: str) -> _Part:
+        """One request: stream, decode, check. Raises _Retryable or EngineUnavailable."""
+        global _unreachable_until, _unreachable_reason
+        import aiohttp
+        import edge_tts.exceptions
+
+        timeout = _setting("NARRO_EDGE_TIMEOUT_S", 20)
+        expected_s = _spoken_words(text) / 2.5 / _rate_factor(self.voice.rate)
+        deadline = timeout + 2 * expected_s
+        _configure_client()
+        try:
+            with _gate():
+                audio, boundaries = _run(self._stream(text, int(timeout)), deadline)
+        except aiohttp.ClientConnectorDNSError as exc:
+            # No name resolution: the machine is offline. Retrying within a clip will not help.
+            _unreachable_until = time.monotonic() + _setting("NARRO_EDGE_UNREACHABLE_HOLD_S", 60)
+            _unreachable_reason = f"cannot resolve the service's host ({exc.os_error or exc})"
+            raise EngineUnavailable(f"edge-tts service unreachable: {_unreachable_reason}") from None
+        except aiohttp.WSServerHandshakeError as exc:
+            if exc.status in (429, 500, 502, 503, 504):
+                retry_after = None
+                if exc.headers and exc.headers.get("Retry-After", "").replace(".", "", 1).isdigit():
+                    retry_after = float(exc.headers["Retry-After"])
+                raise _Retryable(f"service answered {exc.status} {exc.message}".strip(), retry_after) from None
+            raise EngineUnavailable(f"edge-tts service refused the request: {exc.status} {exc.message}") from None
+        except aiohttp.ClientConnectorError as exc:
+            raise _Retryable(f"cannot connect: {exc}", connection=True) from None
+        except (aiohttp.ClientConnectionError, ConnectionError, OSError) as exc:
+            raise _Retryable(f"connection lost: {type(exc).__name__}: {exc}") from None
+        except TimeoutError:
+            raise _Retryable(f"no complete answer within {deadline:.0f} s") from None
+        except (edge_tts.exceptions.EdgeTTSException, aiohttp.ClientError, ValueError, KeyError) as exc:
+            raise _Retryable(f"bad answer from the service: {type(exc).__name__}: {exc}") from None
+        return self._checked(text, audio, boundaries)
+
+    async def _stream(self, text: str, timeout: int) -> tuple[bytes, list[WordTiming]]:
+        import edge_tts
+
+        voice = self.voice
+        communicate = edge_tts.Communicate(
+            text, voice.model, rate=voice.rate, pitch=voice.pitch, volume=voice.volume,
+            boundary="WordBoundary", connect_timeout=timeout, receive_timeout=timeout,
+        )
+        audio = bytearray()
+        words: list[WordTiming] = []
+        async for chunk in communicate.stream():
+            if chunk["type"] == "audio":
+                audio += chunk["data"]
+            elif chunk["type"] == "WordBoundary":
+                start = chunk["offset"] / TICKS_PER_SECOND
+                words.append(WordTiming(chunk["text"], start, start + chunk["duration"] / TICKS_PER_SECOND))
+        return bytes(audio), words
+
+    def _checked(self, text: str, audio: bytes, words: list[WordTiming]) -> _Part:
+        """Decode one answer and reject audio that is cut short or silent."""
+        from narro.encode import decode
+        from narro.errors import AudioError
+
+        if not audio:
+            raise _Retryable("the answer held no audio")
+        try:
+            samples = decode(audio, SAMPLE_RATE)
+        except AudioError as exc:
+            raise _Retryable(f"the answer's audio does not decode: {exc}") from None
+        duration = len(samples) / SAMPLE_RATE
+        expected_words = _spoken_words(text)
+        if words and words[-1].end_s > duration + BOUNDARY_SLACK_S:
+            raise _Retryable(f"audio truncated: it ends at {duration:.2f} s, before the last word "
+                             f"boundary at {words[-1].end_s:.2f} s")
+        if expected_words >= 5 and len(words) < MIN_WORD_COVERAGE * expected_words:
+            raise _Retryable(f"audio truncated: word boundaries for {len(words)} of {expected_words} words")
+        missing = _uncovered_tail(text, words)
+        if words and missing > max(2, expected_words // 10):
+            raise _Retryable(f"audio truncated: the last {missing} words of the text have no word boundary")
+        shortest = expected_words / (MAX_WORDS_PER_S * _rate_factor(self.voice.rate))
+        if duration < shortest:
+            raise _Retryable(f"audio truncated: {duration:.2f} s is far below the {shortest:.1f} s the text needs")
+        if samples.size == 0 or float(np.max(np.abs(samples))) < 1e-3:
+            raise _Retryable("the answer's audio is silent")
+        frame = SAMPLE_RATE // 50
+        frames = samples[: len(samples) // frame * frame].reshape(-1, frame)
+        voiced = float(np.mean(np.sqrt(np.mean(frames**2, axis=1)) > 0.01)) if len(frames) else 0.0
+        if expected_words >= 5 and voiced < 0.15:
+            raise _Retryable(f"the answer is mostly silence ({voiced:.0%} voiced)")
+        return _Part(*_tidy(samples, words))
+
+
+def _tidy(samples: np.ndarray, words: list[WordTiming]) -> tuple[np.ndarray, list[WordTiming]]:
+    """Cut the part to its speech (plus 50 ms), with short fades, so every join sounds the same."""
+    frame = SAMPLE_RATE // 100
+    frames = len(samples) // frame
+    rms = np.sqrt(np.mean(samples[: frames * frame].reshape(frames, frame) ** 2, axis=1) + 1e-20)
+    loud = np.flatnonzero(20 * np.log10(rms) > 20 * np.log10(rms.max()) - 45)
+    start = max(0, (int(loud[0]) - 5) * frame) if loud.size else 0
+    end = min(len(samples), (int(loud[-1]) + 6) * frame) if loud.size else len(samples)
+    if words:  # never cut into a word the service timed
+        start = min(start, max(0, int(words[0].start_s * SAMPLE_RATE)))
+        end = max(end, min(len(samples), int(np.ceil(words[-1].end_s * SAMPLE_RATE))))
+    piece = samples[start:end].astype(np.float32).copy()
+    fade = min(len(piece) // 2, int(FADE_S * SAMPLE_RATE))
+    if fade:
+        ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32)
+        piece[:fade] *= ramp
+        piece[-fade:] *= ramp[::-1]
+    shift = start / SAMPLE_RATE
+    return piece, [WordTiming(w.word, max(0.0, w.start_s - shift), max(0.0, w.end_s - shift)) for w in words]
+
+
+def _run(coroutine, deadline: float):  # noqa: ANN001, ANN202 (a coroutine and its result)
+    """Run a coroutine to completion in a fresh event loop, within `deadline` seconds."""
+
+    async def bounded():  # noqa: ANN202
+        return await asyncio.wait_for(coroutine, deadline)
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(bounded())
+    # Called from inside an event loop (a notebook, an async worker): use a thread of our own.
+    result: list[object] = []
+    error: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(asyncio.run(bounded()))
+        except BaseException as exc:  # noqa: BLE001 (re-raised in the caller's thread)
+            error.append(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if error:
+        raise error[0]
+    return result[0]
+
+
+# --------------------------------------------------------------------------- voices
+
+
+def list_voices(timeout_s: float = 10.0) -> list[dict[str, str]]:
+    """The service's voice list (ShortName, Locale, Gender), or EngineUnavailable."""
+    import aiohttp
+    import edge_tts
+
+    _configure_client()
+    try:
+        voices = _run(edge_tts.list_voices(), timeout_s)
+    except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+        raise EngineUnavailable(f"edge-tts voice list unreachable: {type(exc).__name__}: {exc}") from None
+    return [{"name": v["ShortName"], "locale": v["Locale"], "gender": v.get("Gender", "")} for v in voices]
+
+
+def reset_unreachable() -> None:
+    """Forget that the service was found unreachable (tests; a long-lived worker after an outage)."""
+    global _unreachable_until, _unreachable_reason
+    _unreachable_until, _unreachable_reason = 0.0, ""

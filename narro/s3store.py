@@ -1,0 +1,220 @@
+"""A store in an S3 bucket (AWS or any S3-compatible server), same layout as the local store.
+
+`s3://bucket/prefix` holds `{prefix}/{course}/{id}.mp3`, `{id}.vtt` (captions, when given),
+`{id}.json` (the sidecar) and `{course}/index.json`. Credentials and region come from boto3's
+default chain (environment, shared profile, instance role); the endpoint from
+`NARRO_S3_ENDPOINT_URL` or `AWS_ENDPOINT_URL` (set by `narro render --endpoint-url`).
+
+Every object is sent with its Content-MD5, which S3 checks before it stores anything: a PUT is
+whole or absent. The MP3 goes first, captions next, the sidecar last: the sidecar is the commit
+marker, and `published_key` trusts it only when the MP3 object's size and sha256 (in its
+metadata) match what the sidecar says, so an interrupted upload reads as "not published" and
+is simply redone on the next run. Nothing here logs or prints credentials.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from typing import Any
+
+from narro.errors import StoreError
+
+ENDPOINT_ENV = ("NARRO_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL")
+INDEX_NAME = "index.json"
+_MISSING = {"NoSuchKey", "404", "NotFound"}
+
+
+def _endpoint() -> str | None:
+    for name in ENDPOINT_ENV:
+        if os.environ.get(name):
+            return os.environ[name]
+    return None
+
+
+def _meta(metadata: dict[str, str], name: str) -> str | None:
+    """User metadata by name, case-insensitively (some servers capitalise the keys)."""
+    for key, value in metadata.items():
+        if key.lower() == name:
+            return value
+    return None
+
+
+class S3Store:
+    """Clips in `s3://bucket/prefix`."""
+
+    def __init__(self, url: str, endpoint_url: str | None = None):
+        rest = url.partition("://")[2]
+        bucket, _, prefix = rest.partition("/")
+        if not bucket:
+            raise StoreError(f"store '{url}': name a bucket, as in s3://bucket/prefix")
+        self.url = f"s3://{bucket}/{prefix.strip('/')}".rstrip("/")
+        self.bucket, self.prefix = bucket, prefix.strip("/")
+        self.endpoint_url = endpoint_url or _endpoint()
+        try:
+            import boto3
+            from botocore.config import Config
+        except ImportError as error:  # pragma: no cover - boto3 is a dependency
+            raise StoreError("boto3 is not installed: pip install boto3") from error
+        # SigV4 throughout: S3-compatible servers (rclone, MinIO) refuse presigned SigV2 URLs.
+        config = Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 2, "mode": "standard"},
+                        signature_version="s3v4")
+        self._client = boto3.session.Session().client("s3", endpoint_url=self.endpoint_url, config=config)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _key(self, course: str, name: str) -> str:
+        return "/".join(part for part in (self.prefix, course, name) if part)
+
+    def _fail(self, action: str, key: str, error: Exception) -> StoreError:
+        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+        where = f"s3://{self.bucket}/{key}" if key else f"s3://{self.bucket}"
+        if isinstance(error, NoCredentialsError):
+            return StoreError(f"{where}: no AWS credentials found (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile)")
+        if isinstance(error, ClientError):
+            code = str(error.response.get("Error", {}).get("Code", "unknown"))
+            hints = {
+                "NoSuchBucket": "the bucket does not exist",
+                "SignatureDoesNotMatch": "the secret access key is wrong",
+                "InvalidAccessKeyId": "the access key id is not known to the server",
+                "AccessDenied": "access denied: check the credentials' permissions",
+                "403": "access denied: check the credentials",
+                "404": "the bucket does not exist",
+                "BadDigest": "the upload was corrupted in transit (Content-MD5 mismatch)",
+            }
+            return StoreError(f"cannot {action} {where}: {hints.get(code, code)}")
+        if isinstance(error, BotoCoreError):
+            return StoreError(f"cannot {action} {where}: {error}")
+        return StoreError(f"cannot {action} {where}: {type(error).__name__}: {error}")
+
+    def _get(self, key: str) -> bytes | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return self._client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except ClientError as error:
+            if str(error.response.get("Error", {}).get("Code")) in _MISSING:
+                return None
+            raise self._fail("read", key, error) from error
+        except BotoCoreError as error:
+            raise self._fail("read", key, error) from error
+
+    def _put(self, key: str, data: bytes, content_type: str, metadata: dict[str, str] | None = None) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        md5 = base64.b64encode(hashlib.md5(data).digest()).decode("ascii")  # noqa: S324 (S3's integrity check)
+        try:
+            self._client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentMD5=md5,
+                                    ContentType=content_type, Metadata=metadata or {})
+        except (ClientError, BotoCoreError) as error:
+            raise self._fail("write", key, error) from error
+
+    def _delete(self, key: str) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self._client.delete_object(Bucket=self.bucket, Key=key)  # absent is fine: S3 answers 204
+        except (ClientError, BotoCoreError) as error:
+            raise self._fail("delete", key, error) from error
+
+    # ------------------------------------------------------------------ the Store protocol
+
+    def check(self) -> None:
+        """Fail now, with a clear reason, if the bucket cannot be reached or written."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self._client.head_bucket(Bucket=self.bucket)
+        except (ClientError, BotoCoreError) as error:
+            raise self._fail("open", "", error) from error
+
+    def read_sidecar(self, course: str, narration_id: str) -> dict[str, Any] | None:
+        data = self._get(self._key(course, f"{narration_id}.json"))
+        if data is None:
+            return None
+        try:
+            record = json.loads(data.decode("utf-8"))
+        except ValueError:
+            return None  # torn or foreign: not published, it will be rewritten
+        return record if isinstance(record, dict) else None
+
+    def mp3_metadata(self, course: str, narration_id: str) -> tuple[int, dict[str, str]] | None:
+        """Size and user metadata of the MP3 object, or None if it is absent."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        key = self._key(course, f"{narration_id}.mp3")
+        try:
+            head = self._client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as error:
+            if str(error.response.get("Error", {}).get("Code")) in _MISSING:
+                return None
+            raise self._fail("read", key, error) from error
+        except BotoCoreError as error:
+            raise self._fail("read", key, error) from error
+        return int(head["ContentLength"]), dict(head.get("Metadata", {}))
+
+    def published_key(self, course: str, narration_id: str) -> str | None:
+        sidecar = self.read_sidecar(course, narration_id)
+        if sidecar is None:
+            return None
+        head = self.mp3_metadata(course, narration_id)
+        if head is None:
+            return None
+        size, metadata = head
+        expected = sidecar.get("mp3", {})
+        if size != expected.get("bytes") or _meta(metadata, "mp3-sha256") != expected.get("sha256"):
+            return None  # the MP3 is from another render than this sidecar: not published
+        key = sidecar.get("content_key")
+        return key if isinstance(key, str) else None
+
+    def publish(self, course: str, narration_id: str, mp3: bytes, sidecar: dict[str, Any], *,
+                captions: bytes | None = None) -> None:
+        expected = sidecar.get("mp3", {})
+        digest = hashlib.sha256(mp3).hexdigest()
+        if expected.get("bytes") != len(mp3) or expected.get("sha256") != digest:
+            raise StoreError(f"{course}/{narration_id}: sidecar does not describe the MP3 being published")
+        watermark = sidecar.get("watermark") or {}
+        metadata = {
+            "content-key": str(sidecar.get("content_key", "")),
+            "narration-id": narration_id,
+            "mp3-sha256": digest,
+            "watermark": str(watermark.get("payload", "")),
+        }
+        self._put(self._key(course, f"{narration_id}.mp3"), mp3, "audio/mpeg", metadata)
+        if captions is not None:
+            self._put(self._key(course, f"{narration_id}.vtt"), captions, "text/vtt; charset=utf-8",
+                      {"content-key": metadata["content-key"], "narration-id": narration_id})
+        else:
+            self._delete(self._key(course, f"{narration_id}.vtt"))  # stale captions of an earlier take
+        self._put(self._key(course, f"{narration_id}.json"), _json_bytes(sidecar), "application/json",
+                  {"content-key": metadata["content-key"], "narration-id": narration_id})
+
+    def write_index(self, course: str, index: dict[str, Any]) -> None:
+        self._put(self._key(course, INDEX_NAME), _json_bytes(index), "application/json")
+
+    def write_object(self, course: str, name: str, data: bytes, content_type: str) -> None:
+        self._put(self._key(course, name), data, content_type)
+
+    def read_index(self, course: str) -> dict[str, Any] | None:
+        data = self._get(self._key(course, INDEX_NAME))
+        return json.loads(data) if data is not None else None
+
+    def read_object(self, course: str, name: str) -> bytes | None:
+        return self._get(self._key(course, name))
+
+    def read_mp3(self, course: str, narration_id: str) -> bytes | None:
+        return self._get(self._key(course, f"{narration_id}.mp3"))
+
+    def audio_url(self, course: str, narration_id: str, expires_s: int = 3600) -> str:
+        """A presigned GET for the clip's MP3, so a player streams it straight from the bucket."""
+        return self._client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": self._key(course, f"{narration_id}.mp3")},
+            ExpiresIn=expires_s,
+        )
+
+
+def _json_bytes(data: dict[str, Any]) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")

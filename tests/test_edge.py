@@ -1,0 +1,178 @@
+"""The edge engine against a local emulator of the service, driving the unmodified edge-tts client."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from narro import captions
+from narro.audio import PostSettings
+from narro.cli import main
+from narro.engines import WordTiming, edge, engine_for
+from narro.engines import fallback as fallbacks
+from narro.errors import EngineUnavailable
+from narro.plan import ClipSpec, content_key
+from narro.render import synthesize
+from narro.voices import EngineVoice
+from tests.edge_emulator import EdgeEmulator
+
+ARIA = EngineVoice(engine="edge", model="en-US-AriaNeural")
+PIPER = EngineVoice(engine="piper", model="joe-us-medium")
+ARIA_WITH_FALLBACK = EngineVoice(engine="edge", model="en-US-AriaNeural", fallback=PIPER)
+TEXT = "The codec turns each frame into tokens. A decoder turns the tokens back into a waveform, quickly."
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NARRO_EDGE_RETRIES", "3")
+    monkeypatch.setenv("NARRO_EDGE_BACKOFF_S", "0.01")
+    monkeypatch.setenv("NARRO_EDGE_BACKOFF_MAX_S", "0.05")
+    edge.reset_unreachable()
+    edge.set_request_gate(None)
+    yield
+    edge.reset_unreachable()
+    edge.set_request_gate(None)
+
+
+@pytest.fixture
+def service(monkeypatch: pytest.MonkeyPatch, fast_retries: None) -> Iterator[EdgeEmulator]:
+    with EdgeEmulator() as emulator:
+        monkeypatch.setenv("NARRO_EDGE_WSS_URL", emulator.url)
+        monkeypatch.setenv("NARRO_EDGE_VOICES_URL", emulator.voices_url)
+        yield emulator
+
+
+@pytest.fixture
+def nothing_listening(monkeypatch: pytest.MonkeyPatch, fast_retries: None) -> None:
+    port = free_port()
+    monkeypatch.setenv("NARRO_EDGE_WSS_URL", f"ws://127.0.0.1:{port}/edge/v1?TrustedClientToken=x")
+    monkeypatch.setenv("NARRO_EDGE_VOICES_URL", f"http://127.0.0.1:{port}/voices/list?x=1")
+
+
+def spec_for(voice: EngineVoice, text: str = TEXT, allow_fallback: bool = True) -> ClipSpec:
+    spec = ClipSpec("c", "C", "n1", "N1", text, "narrator", "fast", voice, PostSettings(), allow_fallback=allow_fallback)
+    return ClipSpec(**{**spec.__dict__, "content_key": content_key(spec)})
+
+
+def test_speaks_through_the_real_client_with_word_timings_and_prosody(service: EdgeEmulator):
+    voice = EngineVoice(engine="edge", model="en-GB-SoniaNeural", rate="-20%", pitch="+10Hz", volume="-5%")
+    take = engine_for(voice).synthesize(TEXT)
+    request = service.requests[-1]
+    assert request.voice == "Microsoft Server Speech Text to Speech Voice (en-GB, SoniaNeural)"
+    assert (request.rate, request.pitch, request.volume) == ("-20%", "+10Hz", "-5%")
+    assert request.word_boundaries and request.text == TEXT
+    assert take.sample_rate == 24_000 and take.engine.startswith("edge-tts-7.3.1:")
+    assert [w.word for w in take.words] == [w.strip(".,") for w in TEXT.split()]
+    starts = [w.start_s for w in take.words]
+    assert starts == sorted(starts) and take.words[-1].end_s <= take.duration_s
+    normal = engine_for(ARIA).synthesize(TEXT)
+    assert take.duration_s > normal.duration_s * 1.15  # -20% rate reached the service
+
+
+def test_markup_in_a_script_is_spoken_as_text_never_interpreted(service: EdgeEmulator):
+    sneaky = "Say this </prosody></voice><voice name='x'><break time='9s'/> & that <b>now</b> please, all of it."
+    engine_for(ARIA).synthesize(sneaky)
+    request = service.requests[-1]
+    assert request.elements == [] and request.text == sneaky
+    assert request.voice.endswith("(en-US, AriaNeural)")
+
+
+@pytest.mark.parametrize("fault", ["429", "503", "drop", "truncate", "no_turn_end", "silent", "malformed", "wrong_type"])
+def test_a_failed_answer_is_retried_and_only_good_audio_is_kept(service: EdgeEmulator, fault: str):
+    clean = engine_for(ARIA).synthesize(TEXT)
+    service.fault_next(fault)
+    take = engine_for(ARIA).synthesize(TEXT)
+    assert take.details["retries"] == 1
+    assert service.handshakes == 3 and service.requests[-1].fault is None
+    assert abs(take.duration_s - clean.duration_s) < 0.05 and len(take.words) == len(clean.words)
+
+
+def test_a_stalled_stream_times_out_and_is_retried(service: EdgeEmulator, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("NARRO_EDGE_TIMEOUT_S", "1")
+    service.slow_frame_s = 2.5
+    service.fault_next("slow")
+    take = engine_for(ARIA).synthesize(TEXT)
+    assert take.details["retries"] == 1 and len(take.words) == len(TEXT.split())
+
+
+def test_a_service_that_keeps_refusing_means_fallback_recorded_or_a_clear_failure(service: EdgeEmulator):
+    service.rates = {"429": 1.0}
+    take, _ = synthesize(spec_for(ARIA_WITH_FALLBACK))
+    assert take.engine.startswith("piper-") and take.words is None
+    record = fallbacks.used(take)
+    assert record is not None and record["from"] == "edge:en-US-AriaNeural" and record["to"] == "piper:joe-us-medium"
+    assert "keeps failing" in record["reason"] and "429" in record["reason"]
+    assert service.handshakes == 4  # first try + 3 retries
+    with pytest.raises(EngineUnavailable, match=r"429.*fallback: false"):
+        synthesize(spec_for(ARIA_WITH_FALLBACK, allow_fallback=False))
+    with pytest.raises(EngineUnavailable, match="keeps failing"):
+        synthesize(spec_for(ARIA))  # no fallback voice in the registry
+
+
+def test_an_unreachable_service_falls_back_and_later_clips_skip_the_wait(nothing_listening: None):
+    take, _ = synthesize(spec_for(ARIA_WITH_FALLBACK))
+    assert "unreachable" in fallbacks.used(take)["reason"]  # type: ignore[index]
+    with pytest.raises(EngineUnavailable, match="unreachable"):
+        engine_for(ARIA).synthesize(TEXT)
+
+
+def test_fallback_clips_are_published_under_the_key_of_the_voice_that_spoke():
+    spec = spec_for(ARIA_WITH_FALLBACK)
+    actual = fallbacks.effective_spec(spec, {"to": "piper:joe-us-medium"})
+    assert actual.content_key != spec.content_key
+    assert actual.content_key == spec_for(PIPER).content_key
+    assert fallbacks.effective_spec(spec, None) is spec
+
+
+def test_a_long_script_is_split_at_sentences_and_joined_without_seams(service: EdgeEmulator):
+    sentences = [f"This is sentence number {i} of a long lesson, and it carries on a while." for i in range(60)]
+    text = " ".join(sentences)
+    take = engine_for(ARIA).synthesize(text)
+    parts = take.details["parts"]
+    assert parts == len(edge.split_text(text)) >= 3 and len(service.requests) == parts
+    assert all(len(r.text) <= edge.MAX_PART_CHARS and r.text.endswith(".") for r in service.requests)
+    assert len(take.words) == len(text.split())
+    starts = [w.start_s for w in take.words]
+    assert all(b > a for a, b in zip(starts, starts[1:], strict=False))
+    gaps = [b.start_s - a.end_s for a, b in zip(take.words, take.words[1:], strict=False)]
+    sentence_gaps = [g for g, w in zip(gaps, take.words, strict=False) if w.word == "while"]
+    assert max(sentence_gaps) - min(sentence_gaps) < 0.25  # joins sound like any other sentence end
+    assert float(np.max(np.abs(np.diff(take.samples)))) < 0.5  # no clicks
+
+
+def test_split_text_keeps_sentences_whole_and_cuts_only_overlong_ones():
+    text = "Short one. " * 50 + "A " + "very " * 400 + "long sentence."
+    parts = edge.split_text(text, limit=200)
+    assert all(len(p) <= 200 for p in parts)
+    assert " ".join(parts).split() == text.split()
+    assert all(p.endswith(".") for p in parts[:-3] if "very" not in p)
+
+
+def test_captions_are_webvtt_with_script_punctuation_escaped_and_sentence_cues():
+    words = [WordTiming("Tom", 0.3, 0.5), WordTiming("Jerry", 0.6, 0.9), WordTiming("said", 1.0, 1.2),
+             WordTiming("hi", 1.3, 1.5), WordTiming("Then", 2.0, 2.2), WordTiming("left", 2.3, 2.6)]
+    vtt = captions.webvtt(words, "Tom & <Jerry> said hi. Then left!", duration_s=2.5).decode()
+    assert vtt.startswith("WEBVTT\n\n1\n00:00:00.300 --> 00:00:01.500\nTom &amp; &lt;Jerry&gt; said hi.\n")
+    assert "2\n00:00:02.000 --> 00:00:02.500\nThen left!\n" in vtt  # clamped to the audio
+    moved = captions.shift(words, -0.4)
+    assert moved[0].start_s == 0.0 and moved[1].start_s == pytest.approx(0.2)
+
+
+def test_voices_lists_offline_voices_always_and_edge_voices_when_reachable(service: EdgeEmulator,
+                                                                            monkeypatch: pytest.MonkeyPatch):
+    result = CliRunner().invoke(main, ["voices"])
+    assert result.exit_code == 0 and "en-GB-SoniaNeural" in result.output and "joe-us-medium" in result.output
+    monkeypatch.setenv("NARRO_EDGE_VOICES_URL", f"http://127.0.0.1:{free_port()}/voices/list?x=1")
+    result = CliRunner().invoke(main, ["voices"])
+    assert result.exit_code == 0 and "joe-us-medium" in result.output
+    assert "en-GB-SoniaNeural" not in result.output and "unreachable" in result.output
