@@ -23,14 +23,16 @@ def render_course(
     only: list[str] | None = None,
     voice: str | None = None,
     tier: str | None = None,
+    force: bool = False,
 ) -> dict:
     """Render every clip of `manifest` whose content key is not yet in `store`.
 
     A clip that fails is recorded and the others go on; the returned summary says which.
-    `voice`/`tier` override the manifest for the `only` clips (the dashboard's retry with another voice).
+    `voice`/`tier` override the manifest for the `only` clips (the dashboard's retry with another voice);
+    `force` re-renders them even when unchanged.
     """
     target, records = open_store(store), catalogue_at(catalogue)
-    batch = prepare(manifest, target, records, run_id=run_id, only=only, voice=voice, tier=tier)
+    batch = prepare(manifest, target, records, run_id=run_id, only=only, voice=voice, tier=tier, force=force)
     if edge_limit.uses_edge(batch.to_render):
         edge_limit.install()  # cap on requests to the edge-tts service, across all workers
     futures = [render_clip.submit(spec, batch.context, store, catalogue) for spec in batch.to_render]

@@ -58,6 +58,7 @@ def prepare(
     only: list[str] | None = None,
     voice: str | None = None,
     tier: str | None = None,
+    force: bool = False,
 ) -> Batch:
     """Plan the course, register every clip, and split rendered-already from to-render.
 
@@ -65,6 +66,7 @@ def prepare(
     alone is not trusted, since the store may have been emptied or moved. `voice` and `tier`
     override the manifest for the `only` clips (every clip when `only` is None): a one-off
     re-render, e.g. a retry with another voice; the next plain render follows the manifest again.
+    `force` renders the chosen clips even when the store already holds their key.
     """
     course = load_course(manifest)
     specs = plan(course)
@@ -82,7 +84,7 @@ def prepare(
                            content_key=spec.content_key)
         if only is not None and spec.narration_id not in only:
             continue
-        if store.published_key(spec.course, spec.narration_id) == spec.content_key:
+        if not force and store.published_key(spec.course, spec.narration_id) == spec.content_key:
             batch.cached.append(spec)
             catalogue.mark_cached(spec.course, spec.narration_id, content_key=spec.content_key,
                                   sidecar=store.read_sidecar(spec.course, spec.narration_id))

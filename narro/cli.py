@@ -111,7 +111,7 @@ def render(manifest: Path, store_url: str, endpoint_url: str | None, catalogue_u
             check()  # wrong credentials or a missing bucket: stop before anything is written
         catalogue = Catalogue(catalogue_url)
         run_id = new_run_id()
-        batch = prepare(manifest, store, catalogue, run_id=run_id, only=list(only) if only else None)
+        batch = prepare(manifest, store, catalogue, run_id=run_id, only=list(only) if only else None, force=bool(only))
     except ManifestError as error:
         _report_manifest_error(error)
         return
@@ -122,23 +122,17 @@ def render(manifest: Path, store_url: str, endpoint_url: str | None, catalogue_u
         _fail_invalid(str(error))
         return
 
-    forced = [spec for spec in batch.cached if only]
-    to_render = batch.to_render + forced
     if dry_run:
-        for spec in to_render:
+        for spec in batch.to_render:
             console.print(f"would render {spec.object_name}", highlight=False)
-        console.print(f"{len(to_render)} to render, {len(batch.cached) - len(forced)} unchanged", highlight=False)
+        console.print(f"{len(batch.to_render)} to render, {len(batch.cached)} unchanged", highlight=False)
         return
-    if not to_render:
-        summary = conclude(batch, store, catalogue)
-    else:
-        asked = [spec.narration_id for spec in to_render] if only else None
-        unchanged = len(batch.cached) - len(forced)
+    if batch.to_render:
+        asked = [spec.narration_id for spec in batch.to_render] if only else None
         if _run_flow(manifest, store_url, catalogue, batch.course.slug, run_id, asked, concurrency,
-                     (len(to_render), unchanged), verbose) is None:
+                     (len(batch.to_render), len(batch.cached)), verbose) is None:
             sys.exit(EXIT_FAILED)
-        batch.to_render, batch.cached = to_render, [s for s in batch.cached if s not in forced]
-        summary = conclude(batch, store, catalogue)
+    summary = conclude(batch, store, catalogue)
     _print_summary(summary, time.perf_counter() - started)
     _print_qa(catalogue, summary.course, [c.narration_id for c in summary.rendered + summary.failed])
     sys.exit(EXIT_OK if summary.ok else EXIT_FAILED)
@@ -171,7 +165,8 @@ def _run_flow(manifest: Path, store_url: str, catalogue: Catalogue, course: str,
         watcher.start()
         try:
             return render_course_with(concurrency)(
-                manifest=str(manifest), store=store_url, catalogue=catalogue.url, run_id=run_id, only=only
+                manifest=str(manifest), store=store_url, catalogue=catalogue.url, run_id=run_id, only=only,
+                force=only is not None,
             )
         except Exception as error:  # the flow engine itself failed: say so, exit 1
             errors.print(f"[bold red]render failed:[/] {type(error).__name__}: {error}", highlight=False)

@@ -136,3 +136,15 @@ def test_concurrency_cap_holds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
     result = render(str(manifest), "--store", str(tmp_path / "store"), "--concurrency", str(concurrency))
     assert result.exit_code == 0, result.output
     assert CountingKind.peak == concurrency
+
+
+def test_only_rerenders_the_chosen_clip_even_if_unchanged(course: Path, tmp_path: Path):
+    store = tmp_path / "store"
+    render(str(course), "--store", str(store))
+    first = json.loads((store / "flow-test" / "one.json").read_text())["run_id"]
+    result = render(str(course), "--store", str(store), "--only", "one")
+    assert result.exit_code == 0, result.output
+    assert json.loads((store / "flow-test" / "one.json").read_text())["run_id"] != first
+    assert "1 to render" in render(str(course), "--store", str(store), "--only", "three", "--dry-run").output
+    unknown = render(str(course), "--store", str(store), "--only", "nope")
+    assert unknown.exit_code == 2 and "nope" in unknown.output
