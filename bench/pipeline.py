@@ -50,6 +50,8 @@ TARGETS = {
     # key: (description, goal text, predicate)
     "speedup_vs_baseline_a": ("baseline (a) wall / fresh wall", ">= 2", lambda v: v >= 2.0),
     "overhead_vs_baseline_b": ("fresh wall / baseline (b) wall", "<= 1.3", lambda v: v <= 1.3),
+    "speedup_no_asr_vs_baseline_a": ("baseline (a) wall / fresh (ASR off) wall", ">= 2", lambda v: v >= 2.0),
+    "overhead_no_asr_vs_baseline_b": ("fresh (ASR off) wall / baseline (b) wall", "<= 1.3", lambda v: v <= 1.3),
     "noop_wall_s": ("no-op wall", "< 3 s", lambda v: v < 3.0),
     "fresh_peak_rss_mb": ("fresh peak RSS", "< 1536 MB", lambda v: v < 1536.0),
 }
@@ -387,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="only the first N narrations")
     parser.add_argument("--out", type=Path, default=Path("bench/results/pipeline.json"))
     parser.add_argument("--concurrency", type=int, default=2)
-    parser.add_argument("--skip", action="append", default=[], choices=["fresh", "noop", "a", "b"],
+    parser.add_argument("--skip", action="append", default=[], choices=["fresh", "noop", "fresh-no-asr", "a", "b"],
                         help="leave a measurement out (repeatable)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (printed)")
     parser.add_argument("--profile", action="store_true",
@@ -471,6 +473,19 @@ def main(argv: list[str] | None = None) -> int:
                 results["noop"] = m
                 _progress(m)
 
+        if "fresh-no-asr" not in args.skip:
+            # Issue 2's pipeline had no QA round trip; the same fresh render with the ASR check off
+            # (every other check, the watermark and post-processing still run) shows its share.
+            print("fresh render, ASR check off ...", flush=True)
+            plain_store, plain_db = workdir / "store-no-asr", workdir / "cat-no-asr.db"
+            command = [str(BIN / "narro"), "render", str(manifest), "--store", str(plain_store),
+                       "--catalogue", f"sqlite:///{plain_db}", "--concurrency", str(args.concurrency)]
+            m = _measure("fresh_no_asr", command, workdir, env={**os.environ, "NARRO_QA_ASR": "false"})
+            m.audio_s = round(sum(c["duration_s"] for c in _sidecars(plain_store, course)), 3)
+            checks["fresh_no_asr_exit_ok"] = m.returncode == 0
+            results["fresh_no_asr"] = m
+            _progress(m)
+
         if "b" not in args.skip:
             print("baseline (b): pure synthesis, one warm process ...", flush=True)
             job, out = workdir / "b-job.json", workdir / "b-result.json"
@@ -535,6 +550,10 @@ def main(argv: list[str] | None = None) -> int:
             # Stricter, not a target: against synthesis alone (no interpreter start, imports, model load).
             if b.extra.get("synthesis_wall_s"):
                 ratios["overhead_vs_baseline_b_synthesis_only"] = results["fresh"].wall_s / b.extra["synthesis_wall_s"]
+        if "fresh_no_asr" in results and "baseline_b" in results:
+            ratios["overhead_no_asr_vs_baseline_b"] = results["fresh_no_asr"].wall_s / results["baseline_b"].wall_s
+        if "fresh_no_asr" in results and "baseline_a" in results:
+            ratios["speedup_no_asr_vs_baseline_a"] = results["baseline_a"].wall_s / results["fresh_no_asr"].wall_s
         if "noop" in results:
             ratios["noop_wall_s"] = results["noop"].wall_s
         if "fresh" in results:
@@ -578,7 +597,7 @@ def _progress(m: Measurement) -> None:
 
 
 LABELS = {"fresh": "fresh render", "noop": "no-op render", "baseline_a": "baseline (a) piper CLI+ffmpeg",
-          "baseline_b": "baseline (b) pure synthesis", "prefect_overhead": "profile: fresh, audio stubbed"}
+          "baseline_b": "baseline (b) pure synthesis", "fresh_no_asr": "fresh render, ASR check off", "prefect_overhead": "profile: fresh, audio stubbed"}
 
 
 def print_report(report: dict) -> None:

@@ -25,8 +25,9 @@ from narro.store import open_store
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 DEFAULT_STORE = "narro-out"
 
-console = Console()
-errors = Console(stderr=True)
+# soft_wrap: lines are never broken mid-message (logs and pipes keep one line per result).
+console = Console(soft_wrap=True)
+errors = Console(stderr=True, soft_wrap=True)
 
 
 def _fail_invalid(message: str) -> None:
