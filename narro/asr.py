@@ -126,14 +126,19 @@ def plausible(text: str, seconds: float) -> bool:
     return not ends_in_repeat(text)
 
 
-def ends_in_repeat(text: str, shortest: int = 3) -> bool:
-    """Whether the text ends with the same run of words twice ('... weaken them. Heavy ... weaken them.').
+def ends_in_repeat(text: str, shortest: int = 3, echoed: int = 6) -> bool:
+    """Whether the text ends by saying earlier words again ('... weaken them. Heavy ... weaken them.').
 
-    tiny.en sometimes says a chunk's last phrase again; such a chunk is decoded again in a full
-    window. A phrase the take really repeats is transcribed repeated there too, so is still caught.
+    tiny.en sometimes says a chunk's last phrase again, whole or cut short; such a chunk is
+    decoded again in a full window. A phrase the take really repeats is transcribed repeated
+    there too, so is still caught. `echoed`: a run of that many final words found earlier in
+    the chunk counts too (the echo of a sentence that was cut before its end).
     """
     words = re.sub(r"[^\w\s]", " ", text.lower()).split()
-    return any(words[-n:] == words[-2 * n: -n] for n in range(shortest, len(words) // 2 + 1))
+    if any(words[-n:] == words[-2 * n: -n] for n in range(shortest, len(words) // 2 + 1)):
+        return True
+    tail = words[-echoed:]
+    return len(words) >= 2 * echoed and any(words[i: i + echoed] == tail for i in range(len(words) - 2 * echoed + 1))
 
 
 class Transcriber:

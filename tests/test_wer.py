@@ -54,6 +54,10 @@ def test_speech_chunks_cut_in_pauses_and_stay_short():
 def test_implausible_decodings_are_recognised():
     assert ends_in_repeat("Did our system make this? Did our system make this?")
     assert not ends_in_repeat("It only ever sees tokens. That is why.")
+    # An echo of the last sentence, cut short (seen on the bench course: b092).
+    assert ends_in_repeat("Dropout helps. Text overlap between training and test data is easy to miss when "
+                          "sentences come from popular books. Text overlap between training and test data is")
+    assert not ends_in_repeat("the cat sat on the mat and then the dog sat on the mat")
     assert not plausible("the total", 13.9)  # a chunk dropped
     assert not plausible("word " * 80, 10.0)  # a loop
     assert plausible("So how do we get speech tokens from text? A transformer does the predicting.", 4.5)
