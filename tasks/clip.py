@@ -8,7 +8,7 @@ from dataclasses import replace
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from narro import heal
+from narro import heal, render
 from narro.catalogue import FAILED, RENDERED, Catalogue
 from narro.errors import NarroError, QualityError
 from narro.plan import ClipSpec
@@ -43,8 +43,9 @@ def render_clip(spec: ClipSpec, context: RunContext, store_url: str, catalogue_u
     open_attempts: dict[int, int] = {}
 
     def take_steps(take_spec: ClipSpec, plan: heal.TakePlan, reason: str) -> tuple[FinishedClip, QaReport]:
-        synthesis, synthesis_s = steps.synthesize_take(take_spec, plan, reason)
-        clip = steps.post_process(take_spec, synthesis, synthesis_s)
+        # Plain calls, not tasks: their results are audio (see tasks/steps.py).
+        synthesis, synthesis_s = heal.synthesize_take(take_spec, plan, reason)
+        clip = render.post_process(take_spec, synthesis, synthesis_s)
         return clip, steps.check(take_spec, synthesis, clip, settings)
 
     def make(take_spec: ClipSpec, plan: heal.TakePlan, reason: str) -> heal.Take:
