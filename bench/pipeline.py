@@ -276,44 +276,6 @@ def baseline_a_worker(job: Path, result: Path) -> None:
     }), encoding="utf-8")
 
 
-def prefect_overhead_worker(job: Path, result: Path) -> None:
-    """--profile: the fresh render's flow with synthesis and post-processing stubbed out.
-
-    Everything else is real (CLI-equivalent environment, Prefect ephemeral server, four task runs
-    per clip, catalogue writes, publishing a tiny file and sidecar, the course index), so the
-    phases below are what the pipeline costs on top of the audio work.
-    """
-    started = time.perf_counter()
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # as narro.cli._run_flow does
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    sys.path.insert(0, str(REPO))
-    import numpy as np
-    from prefect.client.orchestration import get_client
-
-    import narro.render
-    from flows.render_course import render_course_with
-    from narro.batch import new_run_id
-    from narro.engines import Synthesis
-
-    imported = time.perf_counter()
-    with get_client(sync_client=True) as client:  # the first API call starts the ephemeral server
-        client.hello()
-    server = time.perf_counter()
-    narro.render.synthesize = lambda spec: (Synthesis(np.zeros(22050, np.float32), 22050, "stub"), 0.0)
-    narro.render.post_process = lambda spec, synthesis, synthesis_s=0.0: narro.render.FinishedClip(
-        b"\xff" * 1000, "stub", 1.0, -16.0, -2.0, 0.0, 0.0)
-    spec = json.loads(job.read_text(encoding="utf-8"))
-    summary = render_course_with(spec["concurrency"])(
-        manifest=spec["manifest"], store=spec["store"], catalogue=spec["catalogue"], run_id=new_run_id(), only=None)
-    done = time.perf_counter()
-    result.write_text(json.dumps({
-        "import_s": imported - started, "server_start_s": server - imported, "flow_s": done - server,
-        "clips_rendered": len(summary["rendered"]), "clips_failed": len(summary["failed"]),
-        "in_process_s": done - started,
-    }), encoding="utf-8")
-
-
 # --------------------------------------------------------------------------- the benchmark
 
 
@@ -392,23 +354,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip", action="append", default=[], choices=["fresh", "noop", "fresh-no-asr", "a", "b"],
                         help="leave a measurement out (repeatable)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (printed)")
-    parser.add_argument("--profile", action="store_true",
-                        help="also measure the pipeline without audio work (stubbed synthesis and post-processing): "
-                             "Prefect start-up, per-clip task overhead, exit")
     parser.add_argument("--pure-synthesis-worker", nargs=2, metavar=("JOB", "RESULT"), type=Path,
                         help=argparse.SUPPRESS)
     parser.add_argument("--baseline-a-worker", nargs=2, metavar=("JOB", "RESULT"), type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--prefect-overhead-worker", nargs=2, metavar=("JOB", "RESULT"), type=Path,
-                        help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.pure_synthesis_worker:
         pure_synthesis_worker(*args.pure_synthesis_worker)
         return 0
     if args.baseline_a_worker:
         baseline_a_worker(*args.baseline_a_worker)
-        return 0
-    if args.prefect_overhead_worker:
-        prefect_overhead_worker(*args.prefect_overhead_worker)
         return 0
 
     os.chdir(REPO)
@@ -523,24 +477,6 @@ def main(argv: list[str] | None = None) -> int:
             results["baseline_a"] = m
             _progress(m)
 
-        if args.profile:
-            print("profile: the same flow with synthesis and post-processing stubbed ...", flush=True)
-            job, out = workdir / "p-job.json", workdir / "p-result.json"
-            job.write_text(json.dumps({"manifest": str(manifest), "store": str(workdir / "stub-store"),
-                                       "catalogue": f"sqlite:///{workdir / 'stub-cat.db'}",
-                                       "concurrency": args.concurrency}), encoding="utf-8")
-            m = _measure("prefect_overhead", [sys.executable, str(Path(__file__).resolve()),
-                                              "--prefect-overhead-worker", str(job), str(out)], workdir)
-            checks["profile_exit_ok"] = m.returncode == 0
-            if out.exists():
-                inner = json.loads(out.read_text())
-                m.extra.update({k: round(v, 3) for k, v in inner.items()})
-                m.extra["exit_and_interpreter_s"] = round(m.wall_s - inner["in_process_s"], 3)
-                m.extra["flow_per_clip_ms"] = round(1000 * inner["flow_s"] / max(1, inner["clips_rendered"]), 1)
-                m.extra["fixed_s"] = round(m.wall_s - inner["flow_s"], 3)
-            results["prefect_overhead"] = m
-            _progress(m)
-
         ratios = {}
         if "fresh" in results and "baseline_a" in results:
             ratios["speedup_vs_baseline_a"] = results["baseline_a"].wall_s / results["fresh"].wall_s
@@ -597,7 +533,7 @@ def _progress(m: Measurement) -> None:
 
 
 LABELS = {"fresh": "fresh render", "noop": "no-op render", "baseline_a": "baseline (a) piper CLI+ffmpeg",
-          "baseline_b": "baseline (b) pure synthesis", "fresh_no_asr": "fresh render, ASR check off", "prefect_overhead": "profile: fresh, audio stubbed"}
+          "baseline_b": "baseline (b) pure synthesis", "fresh_no_asr": "fresh render, ASR check off"}
 
 
 def print_report(report: dict) -> None:
@@ -624,13 +560,6 @@ def print_report(report: dict) -> None:
         print(f"fresh render clip work: synthesis {b['sum_synthesis_s']:.1f} s + post {b['sum_post_s']:.1f} s "
               f"(post {b['post_share_of_clip_work']:.0%}); / concurrency = {b['clip_work_over_concurrency_s']:.1f} s; "
               f"wall - that = {b['wall_minus_clip_work_s']:.1f} s")
-    stub = report["results"].get("prefect_overhead")
-    if stub and "flow_s" in stub["extra"]:
-        e = stub["extra"]
-        print(f"profile (audio work stubbed): imports {e['import_s']:.1f} s, Prefect ephemeral server start "
-              f"{e['server_start_s']:.1f} s, flow {e['flow_s']:.1f} s for {e['clips_rendered']} clips "
-              f"({e['flow_per_clip_ms']:.0f} ms wall/clip), exit {e['exit_and_interpreter_s']:.1f} s; "
-              f"fixed {e['fixed_s']:.1f} s; CPU {stub['cpu_s']:.1f} s")
     print("checks: " + ", ".join(f"{k}={'ok' if v else 'FAIL'}" for k, v in report["checks"].items()))
     print("'other load' = CPU used by other processes on the machine during the measurement, in cores "
           f"(of {info['nproc']}): noise.")
