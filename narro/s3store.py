@@ -18,12 +18,14 @@ import base64
 import hashlib
 import json
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from narro.errors import StoreError
+from narro.store import INDEX_NAME, json_bytes
 
 ENDPOINT_ENV = ("NARRO_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL")
-INDEX_NAME = "index.json"
+T = TypeVar("T")
 _MISSING = {"NoSuchKey", "404", "NotFound"}
 
 
@@ -90,17 +92,21 @@ class S3Store:
             return StoreError(f"cannot {action} {where}: {error}")
         return StoreError(f"cannot {action} {where}: {type(error).__name__}: {error}")
 
-    def _get(self, key: str) -> bytes | None:
+    def _absent_or(self, key: str, call: Callable[[], T]) -> T | None:
+        """`call()`, or None when S3 says the object is not there; other failures are StoreErrors."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            return self._client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            return call()
         except ClientError as error:
             if str(error.response.get("Error", {}).get("Code")) in _MISSING:
                 return None
             raise self._fail("read", key, error) from error
         except BotoCoreError as error:
             raise self._fail("read", key, error) from error
+
+    def _get(self, key: str) -> bytes | None:
+        return self._absent_or(key, lambda: self._client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
 
     def _put(self, key: str, data: bytes, content_type: str, metadata: dict[str, str] | None = None) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -143,18 +149,9 @@ class S3Store:
 
     def mp3_metadata(self, course: str, narration_id: str) -> tuple[int, dict[str, str]] | None:
         """Size and user metadata of the MP3 object, or None if it is absent."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
         key = self._key(course, f"{narration_id}.mp3")
-        try:
-            head = self._client.head_object(Bucket=self.bucket, Key=key)
-        except ClientError as error:
-            if str(error.response.get("Error", {}).get("Code")) in _MISSING:
-                return None
-            raise self._fail("read", key, error) from error
-        except BotoCoreError as error:
-            raise self._fail("read", key, error) from error
-        return int(head["ContentLength"]), dict(head.get("Metadata", {}))
+        head = self._absent_or(key, lambda: self._client.head_object(Bucket=self.bucket, Key=key))
+        return None if head is None else (int(head["ContentLength"]), dict(head.get("Metadata", {})))
 
     def published_key(self, course: str, narration_id: str) -> str | None:
         sidecar = self.read_sidecar(course, narration_id)
@@ -189,11 +186,11 @@ class S3Store:
                       {"content-key": metadata["content-key"], "narration-id": narration_id})
         else:
             self._delete(self._key(course, f"{narration_id}.vtt"))  # stale captions of an earlier take
-        self._put(self._key(course, f"{narration_id}.json"), _json_bytes(sidecar), "application/json",
+        self._put(self._key(course, f"{narration_id}.json"), json_bytes(sidecar), "application/json",
                   {"content-key": metadata["content-key"], "narration-id": narration_id})
 
     def write_index(self, course: str, index: dict[str, Any]) -> None:
-        self._put(self._key(course, INDEX_NAME), _json_bytes(index), "application/json")
+        self._put(self._key(course, INDEX_NAME), json_bytes(index), "application/json")
 
     def write_object(self, course: str, name: str, data: bytes, content_type: str) -> None:
         self._put(self._key(course, name), data, content_type)
@@ -214,7 +211,3 @@ class S3Store:
             "get_object", Params={"Bucket": self.bucket, "Key": self._key(course, f"{narration_id}.mp3")},
             ExpiresIn=expires_s,
         )
-
-
-def _json_bytes(data: dict[str, Any]) -> bytes:
-    return (json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")

@@ -85,10 +85,10 @@ class LocalStore:
             _atomic_write(folder / f"{narration_id}.vtt", captions)
         else:
             (folder / f"{narration_id}.vtt").unlink(missing_ok=True)  # stale captions of an earlier take
-        _atomic_write(folder / f"{narration_id}.json", _json_bytes(sidecar))
+        _atomic_write(folder / f"{narration_id}.json", json_bytes(sidecar))
 
     def write_index(self, course: str, index: dict[str, Any]) -> None:
-        _atomic_write(self._dir(course) / INDEX_NAME, _json_bytes(index))
+        _atomic_write(self._dir(course) / INDEX_NAME, json_bytes(index))
 
     def write_object(self, course: str, name: str, data: bytes, content_type: str) -> None:
         _atomic_write(self._dir(course) / name, data)
@@ -103,7 +103,8 @@ class LocalStore:
         return self._dir(course) / f"{narration_id}.mp3"
 
 
-def _json_bytes(data: dict[str, Any]) -> bytes:
+def json_bytes(data: dict[str, Any]) -> bytes:
+    """How every store writes JSON objects: stable key order, UTF-8, one trailing newline."""
     return (json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
 
 

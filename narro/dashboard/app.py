@@ -259,14 +259,20 @@ def course_json(request: Request) -> Response:
     })
 
 
+def _clip_view(views: list[overview.ClipView], slug: str, narration_id: str) -> overview.ClipView:
+    """The view of one clip of a course, or a 404 refusal."""
+    view = next((v for v in views if v.narration_id == narration_id), None)
+    if view is None:
+        raise _Refused(404, f"no clip '{narration_id}' in course '{slug}'")
+    return view
+
+
 @handles_refusals
 def clip_page(request: Request) -> Response:
     slug, narration_id = request.path_params["course"], request.path_params["clip"]
     _slugs(narration_id)
     dash, planned, views = _course(request, slug)
-    view = next((v for v in views if v.narration_id == narration_id), None)
-    if view is None:
-        raise _Refused(404, f"no clip '{narration_id}' in course '{slug}'")
+    view = _clip_view(views, slug, narration_id)
     attempts = dash.catalogue.attempts(slug, narration_id)
     keys = list(dict.fromkeys(k for a in attempts for k, _ in scalars(a.metrics)))
     waveform = None
@@ -298,9 +304,7 @@ def clip_json(request: Request) -> Response:
     slug, narration_id = request.path_params["course"], request.path_params["clip"]
     _slugs(narration_id)
     _, _, views = _course(request, slug)
-    view = next((v for v in views if v.narration_id == narration_id), None)
-    if view is None:
-        raise _Refused(404, f"no clip '{narration_id}' in course '{slug}'")
+    view = _clip_view(views, slug, narration_id)
     return JSONResponse({"narration_id": narration_id, "status": view.status, "busy": view.busy,
                          "version": view.version})
 
