@@ -47,6 +47,16 @@ class LocalStore:
         self.root = root
         self.url = str(root)
 
+    def check(self) -> None:
+        """Fail now, before any rendering, if clips could not be written here; creates nothing."""
+        existing = self.root
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise StoreError(f"store '{self.root}': '{existing}' is a file, not a folder; give a folder path")
+        if not os.access(existing, os.W_OK):
+            raise StoreError(f"store '{self.root}': '{existing}' is not writable")
+
     def _dir(self, course: str) -> Path:
         return self.root / course
 

@@ -148,3 +148,11 @@ def test_only_rerenders_the_chosen_clip_even_if_unchanged(course: Path, tmp_path
     assert "1 to render" in render(str(course), "--store", str(store), "--only", "three", "--dry-run").output
     unknown = render(str(course), "--store", str(store), "--only", "nope")
     assert unknown.exit_code == 2 and "nope" in unknown.output
+
+
+def test_store_that_is_a_file_is_refused_before_rendering(course: Path, tmp_path: Path):
+    not_a_folder = tmp_path / "store"
+    not_a_folder.write_text("")
+    result = render(str(course), "--store", str(not_a_folder / "sub"))
+    assert result.exit_code == 2 and "is a file, not a folder" in result.output
+    assert not_a_folder.read_text() == ""
