@@ -1,4 +1,5 @@
-"""The watermark: round trips through the real ffmpeg encoders, unmarked audio, the publish gate, `narro verify`."""
+"""The watermark: round trips through real ffmpeg (codecs, speed, tempo, pitch), unmarked audio, the
+publish gate, version-1 clips, another organisation's marks, `narro verify`."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ from narro.cli import main
 from narro.encode import _run, decode, encode_mp3
 from narro.errors import WatermarkError
 from narro.plan import ClipSpec, content_key
-from narro.render import RunContext, post_process, publish, synthesize
+from narro.render import RunContext, post_process, publish, synthesize, verify_watermark
+from narro.settings import Settings
 from narro.store import LocalStore
 from narro.voices import EngineVoice
+from narro.watermark import v1, v2
 
 RATE = 22050
 TEXT = ("A neural audio codec is an encoder and a decoder, trained together to squeeze audio into very few bits. "
@@ -35,7 +38,14 @@ def spec_for(text: str) -> ClipSpec:
 @pytest.fixture(scope="module")
 def clip():
     spec = spec_for(TEXT)
-    return spec, post_process(spec, *synthesize(spec))
+    return spec, verify_watermark(spec, post_process(spec, *synthesize(spec, Settings())))
+
+
+@pytest.fixture(scope="module")
+def unmarked(clip) -> np.ndarray:
+    """The same take as `clip`, never marked."""
+    synthesis, _ = synthesize(clip[0], Settings())
+    return synthesis.samples
 
 
 def ffmpeg(data: bytes, *args: str) -> bytes:
@@ -51,39 +61,60 @@ def test_published_clip_carries_its_payload_and_the_sidecar_says_so(clip, tmp_pa
     assert json.loads((tmp_path / "wm-test" / "w1.json").read_text())["watermark"]["payload"] == expected.hex()
 
 
-@pytest.mark.parametrize("attack", ["mp3-64k", "mp3-128k", "16k", "44k", "gain+6", "gain-6", "cut10", "noise20"])
+def _speed(factor: float) -> str:
+    """Speed and pitch together (a tape played faster), through ffmpeg's asetrate."""
+    return f"asetrate={RATE * factor:.0f},aresample={RATE}"
+
+
+ATTACKS = {
+    "mp3-32k": ["-c:a", "libmp3lame", "-b:a", "32k", "-f", "mp3"],
+    "opus-24k": ["-ar", "48000", "-c:a", "libopus", "-b:a", "24k", "-f", "ogg"],
+    "telephone": ["-af", "highpass=f=300,lowpass=f=3400", "-ar", "8000", "-f", "wav"],
+    "tempo+10%": ["-af", "atempo=1.1", "-f", "wav"],
+    "tempo-10%": ["-af", "atempo=0.9", "-f", "wav"],
+    "speed+10%": ["-af", _speed(1.1), "-f", "wav"],
+    "speed-10%": ["-af", _speed(0.9), "-f", "wav"],
+    "pitch+10%": ["-af", f"{_speed(1.1)},atempo={1 / 1.1:.6f}", "-f", "wav"],
+    "pitch-8%,tempo+10%,mp3-32k": ["-af", f"{_speed(0.92)},atempo=1.1", "-c:a", "libmp3lame", "-b:a", "32k",
+                                   "-f", "mp3"],
+}
+
+
+RETIMED = {"tempo+10%": (1.1, 1.0), "tempo-10%": (0.9, 1.0), "speed+10%": (1.1, 1.1), "speed-10%": (0.9, 0.9),
+           "pitch+10%": (1.0, 1.1)}
+"""Playback speed and pitch factor each attack applies."""
+
+
+@pytest.mark.parametrize("attack", list(ATTACKS) + ["cut-middle", "noise-20dB"])
 def test_mark_survives_attacks_through_real_ffmpeg(clip, attack: str):
     spec, finished = clip
-    expected = watermark.payload_for(spec.content_key)
-    mp3 = finished.mp3
-    if attack.startswith("mp3"):
-        samples = decode(encode_mp3(decode(mp3, RATE), RATE, int(attack[4:-1]), {}), RATE)
-    elif attack in ("16k", "44k"):
-        rate = {"16k": "16000", "44k": "44100"}[attack]
-        samples = decode(ffmpeg(mp3, "-ar", rate, "-f", "wav"), RATE)
-    elif attack.startswith("gain"):
-        samples = decode(ffmpeg(mp3, "-af", f"volume={attack[4:]}dB", "-f", "wav"), RATE)
-    elif attack == "cut10":
-        decoded = decode(mp3, RATE)
-        samples = decoded[len(decoded) // 10: -len(decoded) // 10]
-    else:
-        decoded = decode(mp3, RATE)
+    decoded = decode(finished.mp3, RATE)
+    if attack == "cut-middle":
+        third = len(decoded) // 3
+        samples = np.concatenate([decoded[:third], decoded[-third:]])
+    elif attack == "noise-20dB":
         rng = np.random.default_rng(7)
         samples = decoded + rng.standard_normal(len(decoded)).astype(np.float32) * np.sqrt(np.mean(decoded ** 2) / 100)
+    else:
+        samples = decode(ffmpeg(finished.mp3, *ATTACKS[attack]), RATE)
     found = watermark.detect(samples, RATE)
-    assert found.payload == expected, found
+    assert found.payload == watermark.payload_for(spec.content_key) and found.version == 2, found
+    if attack in RETIMED:  # the detector also says how the clip was re-timed
+        speed, pitch = RETIMED[attack]
+        assert abs(1 / found.tempo - speed) < 0.01 and abs(found.pitch - pitch) < 0.02, found
 
 
-def test_unmarked_audio_never_decodes(clip):
-    spec, _ = clip
-    synthesis, _ = synthesize(spec)
+def test_unmarked_audio_never_decodes(unmarked):
     rng = np.random.default_rng(3)
     t = np.arange(RATE * 6) / RATE
-    candidates = [synthesis.samples, np.zeros(RATE * 5, np.float32), rng.standard_normal(RATE * 5) * 0.1,
+    plain = encode_mp3(unmarked, RATE, 96, {})
+    candidates = [unmarked, decode(ffmpeg(plain, *ATTACKS["tempo+10%"]), RATE),
+                  decode(ffmpeg(plain, *ATTACKS["pitch+10%"]), RATE), np.zeros(RATE * 5, np.float32),
+                  rng.standard_normal(RATE * 5) * 0.1,
                   0.3 * np.sin(2 * np.pi * 440 * t) + 0.2 * np.sin(2 * np.pi * 659 * t * (1 + 0.01 * np.sin(t)))]
     for samples in candidates:
         found = watermark.detect(np.asarray(samples, np.float32), RATE)
-        assert not found.present and found.confidence < watermark.Z_MIN
+        assert not found.present and found.version is None and found.confidence < v2.Z_MIN
 
 
 def test_another_payload_does_not_verify(clip):
@@ -108,29 +139,28 @@ def test_unverified_clips_cannot_be_published(clip, tmp_path: Path):
     assert not (tmp_path / "wm-test").exists()
 
 
-def test_post_process_refuses_a_clip_whose_mark_is_lost(monkeypatch: pytest.MonkeyPatch):
+def test_a_clip_whose_mark_is_lost_is_refused(monkeypatch: pytest.MonkeyPatch):
     import narro.render
 
     monkeypatch.setattr(narro.render, "embed", lambda samples, rate, payload: samples)  # a broken embedder
     spec = spec_for("This take loses its mark on the way.")
     with pytest.raises(WatermarkError, match="no mark"):
-        post_process(spec, *synthesize(spec))
+        verify_watermark(spec, post_process(spec, *synthesize(spec, Settings())))
 
 
-def test_verify_command(clip, tmp_path: Path):
+def test_verify_command(clip, unmarked, tmp_path: Path):
     spec, finished = clip
     marked, wav, plain, junk = (tmp_path / n for n in ("marked.mp3", "marked.wav", "plain.wav", "junk.mp3"))
     marked.write_bytes(finished.mp3)
     wav.write_bytes(ffmpeg(finished.mp3, "-f", "wav"))
-    synthesis, _ = synthesize(spec)
-    plain.write_bytes(ffmpeg(encode_mp3(synthesis.samples, RATE, 96, {}), "-f", "wav"))
+    plain.write_bytes(ffmpeg(encode_mp3(unmarked, RATE, 96, {}), "-f", "wav"))
     junk.write_bytes(b"not audio at all")
     runner = CliRunner()
     ok = runner.invoke(main, ["verify", str(marked), str(wav), "--json"])
     assert ok.exit_code == 0, ok.output
     reports = [json.loads(line) for line in ok.output.splitlines()]
-    assert all(r["present"] and r["payload"]["payload"] == finished.watermark.payload.hex() for r in reports)
-    assert all(r["confidence"] >= watermark.Z_MIN for r in reports)
+    assert all(r["status"] == "watermarked" and r["payload"] == finished.watermark.payload.hex() for r in reports)
+    assert all(r["version"] == 2 and r["confidence"] >= v2.Z_MIN for r in reports)
     mixed = runner.invoke(main, ["verify", str(marked), str(plain)])
     assert mixed.exit_code == 1 and "no narro watermark" in mixed.output
     bad = runner.invoke(main, ["verify", str(marked), str(junk)])
@@ -139,5 +169,33 @@ def test_verify_command(clip, tmp_path: Path):
 
 def test_short_clip_is_marked_and_verified():
     spec = spec_for("A short line.")
-    finished = post_process(spec, *synthesize(spec))
-    assert watermark.detect(finished.decoded, RATE).payload == watermark.payload_for(spec.content_key)
+    finished = verify_watermark(spec, post_process(spec, *synthesize(spec, Settings())))
+    expected = watermark.payload_for(spec.content_key)
+    assert finished.watermark.payload == expected
+    assert watermark.detect(finished.decoded, RATE, search=False).payload == expected
+
+
+def test_another_organisations_mark_is_watermarked_not_ours(clip, unmarked, tmp_path: Path):
+    spec, _ = clip
+    theirs = watermark.payload_for(spec.content_key, org=0x12)
+    path = tmp_path / "theirs.mp3"
+    path.write_bytes(encode_mp3(watermark.embed(unmarked, RATE, theirs), RATE, 96, {}))
+    runner = CliRunner()
+    result = runner.invoke(main, ["verify", str(path)])
+    assert result.exit_code == 1 and "watermarked, not ours" in result.output and "0x12" in result.output
+    report = json.loads(runner.invoke(main, ["verify", str(path), "--json"]).output)
+    assert (report["status"], report["org"], report["payload"]) == ("watermarked, not ours", 0x12, theirs.hex())
+    # The organisation that counts as ours is a setting.
+    ours = runner.invoke(main, ["verify", str(path), "--json"], env={"NARRO_WATERMARK_ORG_ID": "0x12"})
+    assert ours.exit_code == 0 and json.loads(ours.output)["status"] == "watermarked"
+
+
+def test_version_1_clips_still_verify_and_say_so(clip, unmarked, tmp_path: Path):
+    spec, _ = clip
+    payload = watermark.payload_for(spec.content_key)
+    path = tmp_path / "v1.mp3"
+    path.write_bytes(encode_mp3(v1.embed(unmarked.astype(np.float64), payload), RATE, 96, {}))
+    found = watermark.detect(decode(path.read_bytes(), RATE), RATE)
+    assert (found.payload, found.version) == (payload, 1)
+    result = CliRunner().invoke(main, ["verify", str(path)])
+    assert result.exit_code == 0 and "watermarked (version 1)" in result.output
