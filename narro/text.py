@@ -2,16 +2,32 @@
 
 Everything here is deterministic: the normalised text is part of a clip's content key, so
 the same script must always give the same string.
+
+`speech` keeps the script as written beside what is spoken, piece by piece (narro.pieces):
+every rewrite records which written characters it replaced, so captions can show the author's
+words ("a < b", "24 kHz", "VALL-E") while the engine says "a is less than b", "24 kilohertz"
+and the lexicon's "valley". `normalise` is its spoken side.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
+from collections.abc import Callable, Sequence
+
+from narro.pieces import Piece, Speech, Term, apply_terms, rewrite, strip_ends
+
+__all__ = ["Piece", "Speech", "Term", "control_characters", "normalise", "speech", "strip_markdown", "word_count"]
 
 _FENCED_CODE = re.compile(r"^(```|~~~).*?^\1[^\n]*$", re.MULTILINE | re.DOTALL)
 _HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
-_HTML_TAG = re.compile(r"</?[A-Za-z][^<>]*>")
+# Only real HTML elements are markup; "List<T>" and "a<b and c>d" are words to speak.
+_HTML_TAG = re.compile(
+    r"</?(?:a|abbr|b|bdi|bdo|big|blockquote|br|caption|center|cite|code|dd|del|details|dfn|div|dl|dt|em|figcaption|"
+    r"figure|font|h[1-6]|hr|i|img|ins|kbd|li|mark|ol|p|pre|q|s|samp|section|small|span|strike|strong|sub|summary|"
+    r"sup|table|tbody|td|tfoot|th|thead|tr|tt|u|ul|var|wbr)"
+    r"""(?:\s+[\w:-]+\s*=\s*(?:"[^"]*"|'[^']*'|[^\s"'=<>`]+))*\s*/?>""", re.IGNORECASE)
 _IMAGE = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
 _LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
 _REFERENCE_LINK = re.compile(r"\[([^\]]+)\]\[[^\]]*\]")
@@ -57,18 +73,151 @@ _UNITS = {
 _UNIT_AFTER_NUMBER = re.compile(
     r"(?<![\w.])(\d+(?:[.,]\d+)?)\s?(" + "|".join(re.escape(u) for u in sorted(_UNITS, key=len, reverse=True)) + r")(?![\w])"
 )
-_SYMBOLS = [
-    (re.compile(r"\s*&\s*"), " and "),
-    (re.compile(r"\s*(?:→|->|⟶)\s*"), " to "),
-    (re.compile(r"~\s*(?=\d)"), "about "),
-    (re.compile(r"≈\s*"), "about "),
-    (re.compile(r"(\d)\s*[x×]\s*(?=\d)"), r"\1 by "),
-    (re.compile(r"(\d)\s*[–-]\s*(?=\d)"), r"\1 to "),
-    (re.compile(r"\s+[–—]\s+|—"), ", "),
-    (re.compile(r"\s*/\s*(?:s|sec)\b"), " per second"),
-    (re.compile(r"(?<=\w)/(?=[A-Za-z])"), " or "),
-]
-_QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2026": "...", "\u00a0": " "})
+_Rule = tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]
+
+
+def _rules(*pairs: tuple[str, str | Callable[[re.Match[str]], str]]) -> list[_Rule]:
+    return [(re.compile(pattern), spoken) for pattern, spoken in pairs]
+
+
+_DENOMINATORS = {2: ("half", "halves"), 3: ("third", "thirds"), 4: ("quarter", "quarters"), 5: ("fifth", "fifths"),
+                 6: ("sixth", "sixths"), 8: ("eighth", "eighths"), 10: ("tenth", "tenths"),
+                 100: ("hundredth", "hundredths")}
+_PATH_PART = r"\.?[\w-]+(?:\.[\w-]+)*"
+
+
+def _fraction(match: re.Match[str]) -> str:
+    numerator, denominator = int(match.group(1)), int(match.group(2))
+    if denominator in _DENOMINATORS:
+        return f"{match.group(1)} {_DENOMINATORS[denominator][numerator != 1]}"
+    return f"{match.group(1)} over {match.group(2)}"
+
+
+def _path(match: re.Match[str]) -> str:
+    """/usr/local/bin -> slash usr slash local slash bin; ~/.config -> home slash dot config."""
+    path = match.group(0)
+    head = {"~": "home ", ".": "dot ", "..": "dot dot "}.get(path[: path.index("/")], "") if "/" in path else ""
+    parts = path[path.index("/"):] if head else path
+    spoken = " slash ".join(part.replace(".", " dot ").strip() for part in parts.split("/"))
+    return " " + (head + spoken).strip() + " "
+
+
+def _email(match: re.Match[str]) -> str:
+    return " " + " at ".join(part.replace(".", " dot ") for part in match.group(0).split("@")) + " "
+
+
+_MONTHS = ("January February March April May June July August September October November December").split()
+
+
+def _date(match: re.Match[str]) -> str:
+    """06/22/2015 -> June 22, 2015 (month first, as the en-US voices read it)."""
+    month, day = int(match.group(1)), int(match.group(2))
+    if not (1 <= month <= 12 and 1 <= day <= 31):
+        return match.group(0)
+    return f"{_MONTHS[month - 1]} {day}, {match.group(3)}"
+
+
+# An operator quoted on its own ("<", '=='): its name, not a comparison.
+_OPERATOR_NAMES = {"<": "less than", ">": "greater than", "<=": "less than or equal", ">=": "greater than or equal",
+                   "==": "double equals", "!=": "not equal", "=": "equals", "&": "ampersand", "@": "at", "^": "caret",
+                   "/": "slash", "//": "double slash", "%": "percent", "*": "star", "**": "double star", "+": "plus",
+                   "-": "minus", "~": "tilde", "|": "pipe", "->": "arrow", ">>": "double greater than",
+                   "<<": "double less than", "#": "hash", ":=": "colon equals"}
+_OPERATOR = "|".join(re.escape(op) for op in sorted(_OPERATOR_NAMES, key=len, reverse=True))
+_QUOTED_OPERATOR = rf"""(?<=")({_OPERATOR})(?=")|(?<=')({_OPERATOR})(?=')"""
+
+
+def _degrees(match: re.Match[str]) -> str:
+    scale = {"C": " Celsius", "F": " Fahrenheit"}.get(match.group(2) or "", "")
+    return f"{match.group(1)} degree{'' if match.group(1) == '1' else 's'}{scale}"
+
+
+# Operands around an operator: a word, a number, a bracket, a quote.
+_LEFT = r"(?<=[\w)\]'\"])"
+# A small word before it ("and > 90%") is prose, not an operand.
+_PROSE_BEFORE = re.compile(r"\b(?:an|the|and|or|of|is|are|was|were|be|to|at|in|on|by|for|with|from|than|about|"
+                           r"under|over)$")
+
+
+def _between_operands(spoken: str | Callable[[re.Match[str]], str]) -> Callable[[re.Match[str]], str]:
+    """An operator rule that leaves the operator alone after a small word (checked here, not in the
+    pattern: two dozen look-behinds at every position made normalising ten times slower)."""
+
+    def rewrite(match: re.Match[str]) -> str:
+        if _PROSE_BEFORE.search(match.string, max(0, match.start() - 6), match.start()):
+            return match.group(0)
+        return match.expand(spoken) if isinstance(spoken, str) else spoken(match)
+
+    return rewrite
+
+
+_RIGHT = r"(?=[-+−$(\[\w.'\"])"
+_COMPARISONS = {"<=": "is less than or equal to", "≤": "is less than or equal to", "=<": "is less than or equal to",
+                ">=": "is greater than or equal to", "≥": "is greater than or equal to",
+                "!=": "is not equal to", "≠": "is not equal to", "=/=": "is not equal to", "==": "equals",
+                "===": "equals", "≪": "is much less than", "≫": "is much greater than", "≈": "is approximately",
+                "<": "is less than", ">": "is greater than"}
+_BOUNDS = {"<": "less than", "≤": "at most", "<=": "at most", ">": "more than", "≥": "at least", ">=": "at least"}
+_COMPARISON = "|".join(re.escape(op) for op in sorted(_COMPARISONS, key=len, reverse=True))
+
+# Code and mathematics, read the way a teacher would say them. Each rule needs its context
+# (operands on both sides, a number before a unit), so prose using the same characters
+# otherwise ("<name>" placeholders, "C#", "#3") is read as prose.
+_CODE_AND_MATH = _rules(
+    (r"\s*(?:=>|⇒|⟹)\s*", " implies "),
+    (r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b", _email),
+    (r"(?<![\w/.~])(?:~|\.{1,2})?/" + _PATH_PART + r"(?:/" + _PATH_PART + r")*/?", _path),
+    (r"(?<![\w/.])" + _PATH_PART + r"(?:/" + _PATH_PART + r")+\.[A-Za-z]\w{0,5}\b(?!/)", _path),
+    (r"\b24/7\b", "24 7"),
+    (r"\b(\d{1,2})/(\d{1,2})/(\d{4})\b", _date),
+    (r"(?<![\w/.])(\d+)/(\d+)(?:st|nd|rd|th)?(?![\w/]|\.\d)", _fraction),
+    (r"\band/or\b", "and or"),
+    (r"(?<=\w)<\s*([A-Za-z_][\w.]*(?:\s*,\s*[A-Za-z_][\w.]*)*)\s*>", r" of \1"),  # List<String>
+    (r"<([A-Za-z_][\w-]*)>", r"\1"),  # a <placeholder>
+    (r"<([A-Za-z_]\w*\s[^<>]*['\"][^<>]*)>", r"\1"),  # a repr: <module 'os' from '...'>
+    (r"(?<=\w)\s+<-\s+", " gets "),
+    (_LEFT + r"\s*(" + _COMPARISON + r")(?![-=<>])\s*" + _RIGHT,
+     _between_operands(lambda m: f" {_COMPARISONS[m.group(1)]} ")),
+    (r"(?<![\w)\]])(<=|>=|≤|≥|<|>)\s*(?=[-+−]?[$\d.])", lambda m: f"{_BOUNDS[m.group(1)]} "),
+    (r"(?<=\s)(<=|>=|≤|≥|<|>)(?=\s)", lambda m: _BOUNDS[m.group(1)]),  # "is >= the number"
+    (_LEFT + r"\s*=\s*" + _RIGHT, _between_operands(" equals ")),
+    (r"\b([A-Za-z])\+\+", r"\1 plus plus"),
+    (r"\b([A-FK])#(?!\w)", r"\1 sharp"),
+    (r"(?<![\w&])#\s*(?=\d)", "number "),
+    (r"(?<![\w&])#(?=[A-Za-z])", "hash "),
+    (r"(?<![\w.])(\d+(?:\.\d+)?)\s*°(?:\s*([CF])(?![A-Za-z]))?", _degrees),
+    (r"\s*±\s*", " plus or minus "),
+    (r"\s*∓\s*", " minus or plus "),
+    (_LEFT + r"\s*÷\s*" + _RIGHT, _between_operands(" divided by ")),
+    (_LEFT + r"\s*\+\s*(?=[$(\[\w])", _between_operands(" plus ")),
+    (_LEFT + r"\s+\*\s+(?=[$(\[\w])", _between_operands(" times ")),
+    (r"(?<=\d)\*(?=\d)", " times "),
+    (_LEFT + r"\s*−\s*" + _RIGHT, _between_operands(" minus ")),
+    (r"(?<![\w)])−(?=\d)", "minus "),
+    (r"(\w)\^2\b", r"\1 squared"),
+    (r"(\w)\^3\b", r"\1 cubed"),
+    (_LEFT + r"\s*\^\s*(?=[-\w(])", _between_operands(" to the power of ")),
+    (r"(?<=\d)\s*[×x](?!\s*\d)(?=\s|[.,;:!?]|$)", " times"),
+    (r"(?<=[A-Za-z)])\s*×\s*(?=[\w(])", " times "),
+    (r"(?<=\w)\s+@\s+(?=\w)", " at "),
+    (r"(?<=[A-Za-z])–(?=[A-Za-z])", "-"),  # an en dash joining words is a hyphen
+    (r"(?<![\w@])@(?=\w)", "at "),
+)
+_SYMBOLS = _rules(
+    (_QUOTED_OPERATOR, lambda m: _OPERATOR_NAMES[m.group(1) or m.group(2)]),
+    (r"\s*&\s*", " and "),
+    (r"\s*(?:→|->|⟶)\s*", " to "),
+) + _CODE_AND_MATH + _rules(
+    (r"~\s*(?=\d)", "about "),
+    (r"≈\s*", "about "),
+    (r"(\d)\s*[x×]\s*(?=\d)", r"\1 by "),
+    (r"(\d)\s*[–-]\s*(?=\d)", r"\1 to "),
+    (r"\s+[–—]\s+|—", ", "),
+    (r"\s*/\s*(?:s|sec)\b", " per second"),
+    (r"(?<=\w)/(?=[A-Za-z])", " or "),
+)
+# Typography kept as prosody: curly quotes read as quotes, an ellipsis as a trailing pause.
+_QUOTES = {"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2026": "...", "\u00a0": " "}
 
 
 def _spell_unit(match: re.Match[str]) -> str:
@@ -117,20 +266,34 @@ def _end_sentence(text: str) -> str:
     return text if not text or text[-1] in ".!?:;," else text + "."
 
 
+_QUOTE = re.compile("[" + "".join(_QUOTES) + "]")
+_SETTLE = _rules(
+    (r"(?<=\d),(?=\d{3}\b)", ""),  # 1,250 -> 1250: espeak reads digit groups apart
+    (r"\s+", " "),
+    (r"\s+([,.;:!?])", r"\1"),
+    (r"([,;:])\1+", r"\1"),
+)
+
+
+def speech(text: str, terms: Sequence[Term] = ()) -> Speech:
+    """The script as pieces, lexicon `terms` applied first (they are what the author wrote)."""
+    return _speech(text, tuple(terms))
+
+
+@functools.lru_cache(maxsize=1024)
+def _speech(text: str, terms: tuple[Term, ...]) -> Speech:
+    # Cached: a course's scripts are read when it loads and again when its clips are planned.
+    pieces = apply_terms(unicodedata.normalize("NFC", text), terms)
+    pieces = rewrite(pieces, _QUOTE, lambda m: _QUOTES[m.group(0)])
+    pieces = rewrite(pieces, _URL, "")
+    for pattern, spoken in [*_ABBREVIATIONS, *_SYMBOLS, (_UNIT_AFTER_NUMBER, _spell_unit), *_SETTLE]:
+        pieces = rewrite(pieces, pattern, spoken)
+    return Speech(tuple(strip_ends(pieces)))
+
+
 def normalise(text: str) -> str:
     """Speakable, canonical text: the string that is synthesised and hashed into the key."""
-    text = unicodedata.normalize("NFC", text).translate(_QUOTES)
-    text = _URL.sub("", text)
-    for pattern, spoken in _ABBREVIATIONS:
-        text = pattern.sub(spoken, text)
-    for pattern, spoken in _SYMBOLS:
-        text = pattern.sub(spoken, text)
-    text = _UNIT_AFTER_NUMBER.sub(_spell_unit, text)
-    text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)  # 1,250 → 1250: espeak reads digits groups apart
-    text = re.sub(r"\s+", " ", text).strip()
-    text = re.sub(r"\s+([,.;:!?])", r"\1", text)
-    text = re.sub(r"([,;:])\1+", r"\1", text)
-    return text
+    return speech(text).spoken
 
 
 def control_characters(text: str) -> list[str]:

@@ -1,7 +1,7 @@
 """Word error rate between a script and what a recogniser heard, after both are normalised.
 
-Both texts go through the same normalisation (case, punctuation, hyphens, numbers spelled as
-words, British spellings as American ones), so "75" and "seventy-five", or "grey" and "gray",
+Both texts go through the same normalisation (case, diacritics, punctuation, hyphens, numbers
+spelled as words, British spellings as American ones), so "75" and "seventy-five", or "grey" and "gray",
 are the same word. Compounds the recogniser splits ("code books" for "codebooks") are joined
 when the joined form is a word of the other text. The alignment also reports the longest run
 of missing or inserted words, which catches a skipped sentence or a repeated phrase even when
@@ -84,11 +84,20 @@ def _number_words(match: re.Match[str]) -> str:
     return f" {words} "
 
 
+_LIGATURES = str.maketrans({"ß": "ss", "æ": "ae", "œ": "oe", "ø": "o", "ł": "l", "đ": "d", "ð": "d", "þ": "th", "ı": "i"})
+
+
+def fold(text: str) -> str:
+    """Lower case without diacritics: 'Café naïve' -> 'cafe naive' (a recogniser writes either)."""
+    decomposed = unicodedata.normalize("NFKD", text.lower().translate(_LIGATURES))
+    return unicodedata.normalize("NFC", "".join(ch for ch in decomposed if not unicodedata.combining(ch)))
+
+
 def normalise(text: str) -> list[str]:
-    """The words of a text as compared for WER: lower case, no punctuation, numbers in words."""
-    text = unicodedata.normalize("NFKC", text).lower().replace("’", "'")
-    for symbol, words in _SYMBOLS.items():
-        text = text.replace(symbol, words)
+    """The words of a text as compared for WER: lower case, no diacritics or punctuation, numbers in words."""
+    text = fold(unicodedata.normalize("NFKC", text)).replace("’", "'")
+    for symbol, spoken in _SYMBOLS.items():
+        text = text.replace(symbol, spoken)
     text = _NUMBER.sub(_number_words, text)
     text = re.sub(r"(\w)'(s|t|re|ve|ll|d|m)\b", r"\1\2", text)  # meta's -> metas, don't -> dont
     text = re.sub(r"[^\w\s]|_", " ", text)  # hyphens and punctuation separate words
@@ -168,3 +177,31 @@ def align(reference: str, hypothesis: str) -> Alignment:
         longest_missing=longest_missing, longest_inserted=longest_inserted,
         tail_matched=sum(matched[-TAIL_WORDS:]), missing_at=missing_at, inserted_at=inserted_at,
     )
+
+
+def differences(reference: str, hypothesis: str) -> list[tuple[str, str, str]]:
+    """The two texts side by side after normalisation, as aligned for WER: (tag, script words, heard words).
+
+    `tag` is SequenceMatcher's: 'equal', 'replace' (heard other words), 'delete' (not heard),
+    'insert' (heard, not in the script).
+    """
+    ref, hyp = normalise(reference), normalise(hypothesis)
+    hyp = _join_compounds(hyp, set(ref))
+    ref = _join_compounds(ref, set(hyp))
+    matcher = SequenceMatcher(a=ref, b=hyp, autojunk=False)
+    return [(tag, " ".join(ref[i1:i2]), " ".join(hyp[j1:j2])) for tag, i1, i2, j1, j2 in matcher.get_opcodes()]
+
+
+def marked(reference: str, hypothesis: str) -> str:
+    """One line, wdiff style: script words not heard as `[-...-]`, words heard instead as `{+...+}`."""
+    parts = []
+    for tag, script, heard in differences(reference, hypothesis):
+        if tag == "equal":
+            parts.append(script)
+            continue
+        if script:
+            parts.append(f"[-{script}-]")
+        if heard:
+            parts.append(f"{{+{heard}+}}")
+    return " ".join(parts)
+

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -168,3 +169,99 @@ def test_control_characters_are_named_except_tab_and_newlines():
 
 def test_word_count_counts_contractions_as_one_word():
     assert word_count("It's a test, isn't it?") == 5
+
+
+@pytest.mark.parametrize(
+    ("text", "spoken"),
+    [
+        ("if a < b then", "if a is less than b then"),
+        ("x<y and y>z", "x is less than y and y is greater than z"),
+        ("a <= b, a>=b, a != b, a == b, a ≠ b, a ≤ b",
+         "a is less than or equal to b, a is greater than or equal to b, a is not equal to b, a equals b, "
+         "a is not equal to b, a is less than or equal to b"),
+        ("<5 ms and > 90% of the time", "less than 5 milliseconds and more than 90 percent of the time"),
+        ("x = 5 and y=3", "x equals 5 and y equals 3"),
+        ("List<String> and Map<K, V>", "List of String and Map of K, V"),
+        ("Type <name> here.", "Type name here."),
+        ("3/4, 1/2 cup, 2/3, 7/16, 24/7", "3 quarters, 1 half cup, 2 thirds, 7 over 16, 24 7"),
+        ("Edit /etc/hosts and ~/.config/narro/voices.yaml, then run ./run.sh.",
+         "Edit slash etc slash hosts and home slash dot config slash narro slash voices dot yaml, "
+         "then run dot slash run dot sh."),
+        ("See scripts/l03.md first.", "See scripts slash l03 dot md first."),
+        ("Mail jane.doe@example.com or @narro.", "Mail jane dot doe at example dot com or at narro."),
+        ("C# and F#, #1 and #include", "C sharp and F sharp, number 1 and hash include"),
+        ("20 °C, 68°F, 90° and 1°", "20 degrees Celsius, 68 degrees Fahrenheit, 90 degrees and 1 degree"),
+        ("±0.5 dB or 5 ± 0.2", "plus or minus 0.5 decibels or 5 plus or minus 0.2"),
+        ("6 ÷ 2 = 3, 2 + 2 = 4, 5 − 3, a * b", "6 divided by 2 equals 3, 2 plus 2 equals 4, 5 minus 3, a times b"),
+        ("C++ is fast; 2^10 and x^2", "C plus plus is fast; 2 to the power of 10 and x squared"),
+        ("2x faster, 10× slower, 3 × 4", "2 times faster, 10 times slower, 3 by 4"),
+        ("a => b and x <- 5", "a implies b and x gets 5"),
+        ("and/or", "and or"),
+    ],
+)
+def test_operators_and_symbols_are_spoken_by_context(text, spoken):
+    assert normalise(text) == spoken
+
+
+@pytest.mark.parametrize(
+    ("text", "spoken"),
+    [
+        ("The <kbd>&lt;</kbd> key", "The &lt; key"),  # entities are the author's business, tags are not
+        ("a <b and c> d", "a <b and c> d"),  # not a tag: kept for the symbol rules
+    ],
+)
+def test_only_real_html_tags_are_markup(text, spoken):
+    assert strip_markdown(text) == spoken + ("." if not spoken.endswith(".") else "")
+
+
+def test_typography_is_kept_as_prosody():
+    # Quotes stay quotes, a dash becomes a pause, an ellipsis a trailing pause.
+    assert normalise("\u201cNo\u201d \u2014 she said\u2026 then left.") == '"No", she said... then left.'
+
+
+def test_accented_words_are_kept_for_the_voice():
+    assert normalise("A café, naïve façade.") == "A café, naïve façade."
+
+
+@pytest.mark.parametrize("text", [
+    "if a < b then x = 5; 20 °C ± 2, 3/4 of ~/.bashrc, C# & C++ via jane@example.com, 2^8 ≠ 255",
+    "Visit https://example.org/docs. 1,250 frames, e.g. 24 kHz \u2014 fine\u2026",
+])
+def test_speech_keeps_the_written_text_beside_the_spoken_one(text):
+    from narro.text import speech
+
+    got = speech(text)
+
+    assert got.spoken == normalise(text)
+    assert got.written.split() == text.split()  # every written word, as written
+    assert [written for written, _ in got.words()] == text.split()
+    assert normalise(got.spoken) == got.spoken  # idempotent with the new rules too
+
+
+CORPUS = Path(__file__).parent / "corpus" / "sentences.yaml"
+
+
+def corpus() -> list[dict[str, str]]:
+    import yaml
+
+    return yaml.safe_load(CORPUS.read_text(encoding="utf-8"))
+
+
+def test_the_corpus_is_real_text_with_its_sources():
+    items = corpus()
+    assert len(items) >= 60
+    assert all(item["url"].startswith("https://") and item["source"] for item in items)
+    assert len({item["text"] for item in items}) == len(items)
+
+
+@pytest.mark.parametrize("item", corpus(), ids=lambda item: item["source"])
+def test_real_sentences_leave_no_operator_unspoken(item):
+    from narro.text import speech
+
+    text = item["text"]
+    got = speech(text)
+
+    # No operator, comparison or stray symbol is left for the voice to skip.
+    assert not re.search(r"[<>=≤≥≠±×÷°@#^&]|(?<=\d)/(?=\d)", got.spoken), got.spoken
+    assert normalise(got.spoken) == got.spoken
+    assert [written for written, _ in got.words()] == text.split()

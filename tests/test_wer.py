@@ -61,3 +61,8 @@ def test_implausible_decodings_are_recognised():
     assert not plausible("the total", 13.9)  # a chunk dropped
     assert not plausible("word " * 80, 10.0)  # a loop
     assert plausible("So how do we get speech tokens from text? A transformer does the predicting.", 4.5)
+
+
+def test_diacritics_are_folded_so_a_plain_spelling_is_no_error():
+    assert normalise("Café naïve façade, São Paulo, Straße") == "cafe naive facade sao paulo strasse".split()
+    assert align("The déjà vu of a naïve café.", "the deja vu of a naive cafe").wer == 0.0
