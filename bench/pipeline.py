@@ -229,11 +229,12 @@ def pure_synthesis_worker(job: Path, result: Path) -> None:
     """Baseline (b): load the engine once, synthesise every text on N threads, keep nothing."""
     started = time.perf_counter()
     from narro.engines import engine_for
+    from narro.settings import Settings
     from narro.voices import EngineVoice
 
     spec = json.loads(job.read_text(encoding="utf-8"))
     imported = time.perf_counter()
-    engine = engine_for(EngineVoice(**spec["engine_voice"]))
+    engine = engine_for(EngineVoice(**spec["engine_voice"]), Settings.load())
     loaded = time.perf_counter()
 
     def one(text: str) -> tuple[float, float]:

@@ -7,13 +7,27 @@ so several worker threads can report at once.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, Integer, String, Text, create_engine, event, inspect, select, text
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    Integer,
+    String,
+    Text,
+    and_,
+    create_engine,
+    event,
+    inspect,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -21,14 +35,10 @@ from narro.errors import CatalogueError
 
 # Clip statuses, in the order a clip moves through them.
 PENDING, RUNNING, RENDERED, FAILED = "pending", "running", "rendered", "failed"
-
-
-def default_catalogue_url() -> str:
-    """NARRO_CATALOGUE, else a SQLite file in the user's data folder."""
-    if os.environ.get("NARRO_CATALOGUE"):
-        return os.environ["NARRO_CATALOGUE"]
-    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "narro"
-    return f"sqlite:///{base / 'catalogue.db'}"
+INTERRUPTED = "interrupted"
+"""Shown, never stored: pending or running under a lease whose holder stopped renewing it (killed)."""
+LEASE_TTL_S = 45.0
+"""Default lease length (the cluster.lease_ttl_s setting); a dead run's clips are free within it."""
 
 
 def now() -> datetime:
@@ -61,6 +71,9 @@ class ClipRow(Base):
     run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     fallback: Mapped[str | None] = mapped_column(Text, nullable=True)
     """Set when the published audio was spoken by the fallback voice: which one, and why."""
+    lease_holder: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """Run id that holds the clip while it is pending or rendering, so two runs never render it at once."""
+    lease_expires: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now, onupdate=now)
 
@@ -130,20 +143,30 @@ class ClipState:
     run_id: str | None
     updated_at: datetime
     fallback: str | None = None
+    lease_holder: str | None = None
+    lease_expires: datetime | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        data = dict(self.__dict__)
-        data["updated_at"] = self.updated_at.isoformat()
-        return data
+        return {name: value.isoformat() if isinstance(value, datetime) else value for name, value in self.__dict__.items()}
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """SQLite hands timezone-aware columns back naive; they were written in UTC."""
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
 
 
 def _state(row: ClipRow) -> ClipState:
-    return ClipState(**{name: getattr(row, name) for name in ClipState.__dataclass_fields__})
+    values = {name: getattr(row, name) for name in ClipState.__dataclass_fields__}
+    values["lease_expires"] = _aware(row.lease_expires)
+    if row.status in (PENDING, RUNNING) and values["lease_expires"] is not None and values["lease_expires"] < now():
+        values["status"] = INTERRUPTED
+    return ClipState(**values)
 
 
 class Catalogue:
-    def __init__(self, url: str | None = None):
-        self.url = url or default_catalogue_url()
+    def __init__(self, url: str):
+        """`url`: a SQLAlchemy URL, usually the `catalogue.url` setting (narro.settings)."""
+        self.url = url
         try:
             if self.url.startswith("sqlite:///"):
                 Path(self.url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
@@ -182,6 +205,53 @@ class Catalogue:
     def register(self, course: str, narration_id: str, *, title: str, voice: str, tier: str, content_key: str) -> None:
         """Make sure the clip has a row and records the spec now asked for."""
         self._update(course, narration_id, title=title, voice=voice, tier=tier, content_key=content_key)
+
+    def acquire_leases(self, course: str, narration_ids: list[str], holder: str,
+                       ttl_s: float = LEASE_TTL_S) -> list[str]:
+        """Take the clips no live run holds (one atomic update per clip); returns those now held by `holder`.
+
+        A clip is free when it has no lease, its lease expired (its holder died), or `holder` has it.
+        """
+        taken = []
+        expires = now() + timedelta(seconds=ttl_s)
+        try:
+            with self._session() as session, session.begin():
+                for narration_id in narration_ids:
+                    result = session.execute(
+                        update(ClipRow)
+                        .where(ClipRow.course == course, ClipRow.narration_id == narration_id,
+                               or_(ClipRow.lease_holder.is_(None), ClipRow.lease_holder == holder,
+                                   ClipRow.lease_expires < now()))
+                        .values(lease_holder=holder, lease_expires=expires)
+                        .execution_options(synchronize_session=False))
+                    if result.rowcount:  # type: ignore[attr-defined]
+                        taken.append(narration_id)
+        except SQLAlchemyError as exc:
+            raise CatalogueError(f"catalogue write failed: {exc}") from exc
+        return taken
+
+    def renew_leases(self, holder: str, ttl_s: float = LEASE_TTL_S) -> int:
+        """Extend every lease `holder` has; returns how many it still holds."""
+        with self._session() as session, session.begin():
+            result = session.execute(update(ClipRow).where(ClipRow.lease_holder == holder)
+                                     .values(lease_expires=now() + timedelta(seconds=ttl_s))
+                                     .execution_options(synchronize_session=False))
+            return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def release_lease(self, course: str, narration_id: str, holder: str) -> None:
+        with self._session() as session, session.begin():
+            session.execute(update(ClipRow)
+                            .where(and_(ClipRow.course == course, ClipRow.narration_id == narration_id,
+                                        ClipRow.lease_holder == holder))
+                            .values(lease_holder=None, lease_expires=None)
+                            .execution_options(synchronize_session=False))
+
+    def release_leases(self, holder: str) -> None:
+        """Free whatever `holder` still has (its run ended)."""
+        with self._session() as session, session.begin():
+            session.execute(update(ClipRow).where(ClipRow.lease_holder == holder)
+                            .values(lease_holder=None, lease_expires=None)
+                            .execution_options(synchronize_session=False))
 
     def mark_pending(self, course: str, narration_id: str, run_id: str) -> None:
         self._update(course, narration_id, status=PENDING, run_id=run_id)
@@ -232,9 +302,17 @@ class Catalogue:
                      loudness_lufs=loudness_lufs, true_peak_dbtp=true_peak_dbtp, run_id=run_id)
 
     def mark_cached(self, course: str, narration_id: str, *, content_key: str, sidecar: dict[str, Any] | None) -> None:
-        """The store already holds this key: the clip is rendered without work."""
+        """The store already holds this clip: it is rendered without work.
+
+        Its published key and fallback record come from the sidecar: a clip the fallback voice
+        spoke may be kept as it is (narro.batch) while its own voice does not answer.
+        """
         values: dict[str, Any] = {"status": RENDERED, "last_error": None, "content_key": content_key,
                                   "published_key": content_key, "fallback": None}
+        fallback = (sidecar or {}).get("fallback")
+        if isinstance(fallback, dict):
+            values.update(published_key=sidecar.get("content_key") or content_key,  # type: ignore[union-attr]
+                          fallback=f"{fallback.get('to')}: {fallback.get('reason')}")
         if sidecar:
             values.update(engine=sidecar.get("engine", {}).get("name"), duration_s=sidecar.get("duration_s"),
                           loudness_lufs=sidecar.get("loudness_lufs"), true_peak_dbtp=sidecar.get("true_peak_dbtp"))

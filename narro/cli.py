@@ -1,26 +1,42 @@
 """The `narro` command. Errors become messages and exit codes here and nowhere else.
 
 Exit codes: 0 everything asked for is rendered (or valid); 1 some clips failed; 2 invalid
-input (manifest, options, store or catalogue location).
+input (manifest, options, settings, store or catalogue location).
+
+The settings (narro.settings) are built once, in `main`, from the environment and the project
+file; a command's own flags (`--catalogue`, `--endpoint-url`) go on top, and the result is
+passed down to the flow, the engines and the dashboard.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from narro.catalogue import FAILED, RENDERED, Catalogue, ClipState, default_catalogue_url
-from narro.errors import ManifestError, NarroError
+from narro.catalogue import FAILED, RENDERED, AttemptState, Catalogue, ClipState
+from narro.cli_cluster import cluster_group
+from narro.cli_submit import schedule_group, submit
+from narro.cli_voices import audit, print_voice_clips, replacement, say_gate, voices_group
+from narro.errors import ManifestError, NarroError, SettingsError
+from narro.prefect_api import prefect_api
+from narro.runlog import check_folder, log_path, run_log
+from narro.settings import Settings
 from narro.store import open_store
+
+if TYPE_CHECKING:
+    from narro.batch import Batch, Summary  # imported when rendering: planning pulls in more than other commands need
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 DEFAULT_STORE = "narro-out"
@@ -31,7 +47,7 @@ errors = Console(stderr=True, soft_wrap=True)
 
 
 def _fail_invalid(message: str) -> None:
-    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     sys.exit(EXIT_INVALID)
 
 
@@ -46,20 +62,45 @@ def _report_manifest_error(error: ManifestError) -> None:
 
 catalogue_option = click.option(
     "--catalogue", "catalogue_url", default=None, metavar="URL",
-    help="SQLAlchemy URL of the catalogue (default: $NARRO_CATALOGUE, else a SQLite file in ~/.local/share/narro).",
+    help="SQLAlchemy URL of the catalogue (default: the catalogue.url setting, $NARRO_CATALOGUE, "
+         "else a SQLite file in ~/.local/share/narro).",
 )
+# Flags that override a setting: option name -> (setting, flag as the user types it).
+SETTING_FLAGS = {"catalogue_url": ("catalogue.url", "--catalogue"),
+                 "endpoint_url": ("s3.endpoint_url", "--endpoint-url")}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="narro")
-def main() -> None:
+@click.option("--config", type=click.Path(path_type=Path), default=None, metavar="PATH",
+              help="Settings file (default: $NARRO_CONFIG, else ./narro.toml, else [tool.narro] in ./pyproject.toml).")
+@click.pass_context
+def main(ctx: click.Context, config: Path | None) -> None:
     """narro renders course narration scripts to loudness-normalised speech, in batch."""
+    try:
+        ctx.obj = Settings.load(config)  # once, before any command runs: a bad value stops everything
+    except SettingsError as error:
+        _fail_invalid(str(error))
+
+
+def _settings(**flags: object) -> Settings:
+    """The settings `main` built, with this command's setting flags on top (exit 2 on a bad value)."""
+    settings = click.get_current_context().find_root().obj
+    assert isinstance(settings, Settings)
+    try:
+        for option, value in flags.items():
+            name, flag = SETTING_FLAGS[option]
+            settings = settings.with_flag(name, value, flag)
+    except SettingsError as error:
+        _fail_invalid(str(error))
+    return settings
 
 
 @main.command()
 @click.argument("manifests", nargs=-1, required=True, type=click.Path(path_type=Path))
 def validate(manifests: tuple[Path, ...]) -> None:
     """Check MANIFESTS and print every problem as FILE:LINE: field: message (exit 2 if any)."""
+    from narro.consent import course_problems
     from narro.manifest import load_course
     from narro.text import word_count
 
@@ -67,14 +108,19 @@ def validate(manifests: tuple[Path, ...]) -> None:
     for path in manifests:
         try:
             course = load_course(path)
+            refused = course_problems(course, _settings().consent.public_figures)  # cloned voices' consent
+            if refused:
+                raise ManifestError(refused)
         except ManifestError as error:
             for problem in error.problems:
                 print(str(problem), file=sys.stderr)
             problems += len(error.problems)
             continue
         words = sum(word_count(n.text) for n in course.narrations)
-        console.print(f"{path}: ok: course {course.slug}, {len(course.narrations)} narrations, {words:,} words",
-                      highlight=False)
+        count = len(course.narrations)
+        console.print(f"{path}: ok: course {course.slug}, {count} narration{'s' if count != 1 else ''}, "
+                      f"{words:,} word{'s' if words != 1 else ''}", highlight=False)
+    _report_broken_engines()
     if problems:
         print(f"{problems} problem{'s' if problems != 1 else ''} found.", file=sys.stderr)
         sys.exit(EXIT_INVALID)
@@ -89,30 +135,52 @@ def validate(manifests: tuple[Path, ...]) -> None:
 @catalogue_option
 @click.option("--concurrency", default=2, show_default=True, type=click.IntRange(1, 64),
               help="Clips rendered at the same time in this process.")
-@click.option("--only", multiple=True, metavar="ID", help="Render only these narration ids (repeatable); re-renders them even if unchanged.")
-@click.option("--dry-run", is_flag=True, help="Show what would be rendered and exit.")
-@click.option("--verbose", is_flag=True, help="Show Prefect's own logs.")
+@click.option("--only", multiple=True, metavar="ID",
+              help="Render only these narration ids (repeatable); re-renders them even if unchanged.")
+@click.option("--dry-run", is_flag=True,
+              help="Say which clips would render and why, and exit; changes nothing (catalogue, store, logs).")
+@click.option("--retry-fallbacks", is_flag=True,
+              help="Re-render clips the fallback voice spoke even while their own voice does not answer.")
+@click.option("--replace-voice", default=None, metavar="OLD=NEW",
+              help="Re-render exactly the clips made with voice OLD (published, or OLD in the manifest) with NEW, "
+                   "e.g. after OLD's consent is revoked.")
+@click.option("--verbose", is_flag=True, help="Show Prefect's own logs here too (they always go to the run's log).")
 def render(manifest: Path, store_url: str, endpoint_url: str | None, catalogue_url: str | None, concurrency: int,
-           only: tuple[str, ...], dry_run: bool, verbose: bool) -> None:
+           only: tuple[str, ...], dry_run: bool, retry_fallbacks: bool, replace_voice: str | None,
+           verbose: bool) -> None:
     """Render MANIFEST's clips that are not already in the store.
 
-    Exit 0 when every clip is rendered, 1 when some failed (listed with their reasons),
-    2 when the manifest or an option is invalid.
+    Clips the offline fallback voice spoke last time are rendered again once their own (online)
+    voice answers a probe, or with --retry-fallbacks. Exit 0 when every clip is rendered, 1 when
+    some failed (listed with their reasons), 2 when the manifest or an option is invalid.
+    Everything logged while rendering goes to {log.dir}/{course}-{run_id}.log (the summary names it).
     """
-    from narro.batch import conclude, new_run_id, prepare
+    from narro.batch import conclude, new_run_id, plan_batch, prepare
 
     started = time.perf_counter()
-    catalogue_url = catalogue_url or default_catalogue_url()
+    settings = _settings(catalogue_url=catalogue_url, endpoint_url=endpoint_url)
+    asked = list(only) if only else None
     try:
-        if endpoint_url:
-            os.environ["NARRO_S3_ENDPOINT_URL"] = endpoint_url  # the publish tasks open the store again
-        store = open_store(store_url)
-        check = getattr(store, "check", None)
-        if check is not None:
-            check()  # wrong credentials or a missing bucket: stop before anything is written
-        catalogue = Catalogue(catalogue_url)
+        store = open_store(store_url, settings.s3.endpoint_url)
+        store.check()  # wrong credentials or a missing bucket: stop before anything is written
         run_id = new_run_id()
-        batch = prepare(manifest, store, catalogue, run_id=run_id, only=list(only) if only else None, force=bool(only))
+        replaced = None
+        if replace_voice:
+            asked, replaced = replacement(manifest, store, replace_voice)
+            if not asked:
+                console.print(f"no clip of {manifest} is made with voice '{replace_voice.partition('=')[0]}': "
+                              "nothing to replace", highlight=False)
+                return
+        if dry_run:
+            planned = plan_batch(manifest, store, _existing_catalogue(settings.catalogue.url), run_id=run_id,
+                                 only=asked, voice=replaced, force=bool(asked), retry_fallbacks=retry_fallbacks,
+                                 settings=settings)
+            _print_plan(planned)
+            return
+        check_folder(settings.log.dir)
+        catalogue = Catalogue(settings.catalogue.url)
+        batch = prepare(manifest, store, catalogue, run_id=run_id, only=asked, voice=replaced, force=bool(asked),
+                        retry_fallbacks=retry_fallbacks, settings=settings)
     except ManifestError as error:
         _report_manifest_error(error)
         return
@@ -123,28 +191,82 @@ def render(manifest: Path, store_url: str, endpoint_url: str | None, catalogue_u
         _fail_invalid(str(error))
         return
 
-    if dry_run:
-        for spec in batch.to_render:
-            console.print(f"would render {spec.object_name}", highlight=False)
-        console.print(f"{len(batch.to_render)} to render, {len(batch.cached)} unchanged", highlight=False)
-        return
+    log = None
     if batch.to_render:
-        asked = [spec.narration_id for spec in batch.to_render] if only else None
-        if _run_flow(manifest, store_url, catalogue, batch.course.slug, run_id, asked, concurrency,
-                     (len(batch.to_render), len(batch.cached)), verbose) is None:
+        console.print(_plan_line(batch), highlight=False)
+        asked = [spec.narration_id for spec in batch.to_render] if asked else None
+        log = log_path(settings.log.dir, batch.course.slug, run_id)
+        # Before Prefect is first imported (by run_log), which reads them.
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
+        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        os.environ.setdefault("DO_NOT_TRACK", "1")
+        try:
+            with run_log(log, verbose=verbose):
+                finished = _run_flow(manifest, store_url, catalogue, batch.course.slug, run_id, asked, concurrency,
+                                     (len(batch.to_render), len(batch.cached)), settings, retry_fallbacks, replaced)
+        except NarroError as error:
+            _fail_invalid(str(error))
+        if finished is None:
+            errors.print(f"full log: {log}", markup=False, highlight=False)
             sys.exit(EXIT_FAILED)
-    summary = conclude(batch, store, catalogue)
+        held = set(finished["held_elsewhere"])  # type: ignore[index]
+        if held:
+            batch.to_render = [spec for spec in batch.to_render if spec.narration_id not in held]
+            console.print(f"{len(held)} clip(s) left to another run that is rendering them now", highlight=False)
+    try:
+        summary = conclude(batch, store, catalogue, settings.qa)
+    except NarroError as error:  # e.g. the store went away after the last clip
+        errors.print(f"[bold red]render failed:[/] {escape(str(error))}", highlight=False)
+        sys.exit(EXIT_FAILED)
     _print_summary(summary, time.perf_counter() - started)
+    if summary.index_error:  # the store stopped answering: the clips above are accounted for, the index is not
+        errors.print(f"course index not written: {summary.index_error}; the next run writes it", style="yellow",
+                     markup=False, highlight=False)
     _print_qa(catalogue, summary.course, [c.narration_id for c in summary.rendered + summary.failed])
+    if log is not None:
+        console.print(f"full log: {log}", markup=False, highlight=False)
     sys.exit(EXIT_OK if summary.ok else EXIT_FAILED)
 
 
+def _existing_catalogue(url: str) -> Catalogue | None:
+    """The catalogue at `url` for reading, or None where a SQLite file does not exist yet (it is not created)."""
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).expanduser().is_file():
+        return None
+    return Catalogue(url)
+
+
+def _print_plan(batch: Batch) -> None:
+    """A dry run's answer: each clip that would render and why, each fallback clip kept and why."""
+    for spec in batch.to_render:
+        reasons = "; ".join(str(reason) for reason in batch.reasons.get(spec.narration_id, []))
+        console.print(f"would render {spec.object_name}: {escape(reasons)}", highlight=False)
+    for spec in batch.kept_fallbacks:
+        reasons = "; ".join(str(reason) for reason in batch.reasons.get(spec.narration_id, []))
+        console.print(f"would keep {spec.object_name}: {escape(reasons)}", highlight=False)
+    kept = f" ({len(batch.kept_fallbacks)} spoken by the fallback voice)" if batch.kept_fallbacks else ""
+    console.print(f"{len(batch.to_render)} to render, {len(batch.cached)} unchanged{kept}; "
+                  "dry run: nothing was written", highlight=False)
+
+
+def _plan_line(batch: Batch) -> str:
+    """'3 to render (2 new, 1 text changed), 1 unchanged': each clip counted by its first reason."""
+    kinds: dict[str, int] = {}
+    for spec in batch.to_render:
+        reasons = batch.reasons.get(spec.narration_id)
+        kind = reasons[0].kind if reasons else "asked for"
+        kinds[kind] = kinds.get(kind, 0) + 1
+    why = ", ".join(f"{n} {kind}" for kind, n in kinds.items())
+    kept = f", {len(batch.kept_fallbacks)} kept as the fallback voice spoke them" if batch.kept_fallbacks else ""
+    return f"{len(batch.to_render)} to render ({why}), {len(batch.cached)} unchanged{kept}"
+
+
 def _run_flow(manifest: Path, store_url: str, catalogue: Catalogue, course: str, run_id: str,
-              only: list[str] | None, concurrency: int, sizes: tuple[int, int], verbose: bool) -> object:
-    """Run the Prefect flow in this process with a live progress bar fed from the catalogue."""
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
+              only: list[str] | None, concurrency: int, sizes: tuple[int, int], settings: Settings,
+              retry_fallbacks: bool = False, voice: str | None = None) -> object:
+    """Run the Prefect flow in this process with a live progress bar fed from the catalogue.
+
+    The bar counts every clip of the course: the unchanged ones start it off as done.
+    """
     from flows.render_course import render_course_with
 
     stop = threading.Event()
@@ -155,21 +277,28 @@ def _run_flow(manifest: Path, store_url: str, catalogue: Catalogue, course: str,
     )
     total, cached = sizes
 
-    def watch(task_id: int) -> None:
+    def update(task_id: TaskID) -> None:
+        counts = _counts(catalogue, course, run_id)
+        progress.update(task_id, completed=counts["completed"] + cached, done=counts["done"], failed=counts["failed"])
+
+    def watch(task_id: TaskID) -> None:
         while not stop.wait(0.5):
-            progress.update(task_id, **_counts(catalogue, course, run_id))
-        progress.update(task_id, **_counts(catalogue, course, run_id))
+            update(task_id)
+        update(task_id)
 
     with progress:
-        task_id = progress.add_task("rendering", total=total, done=0, failed=0, cached=cached)
+        task_id = progress.add_task("rendering", total=total + cached, completed=cached, done=0, failed=0,
+                                    cached=cached)
         watcher = threading.Thread(target=watch, args=(task_id,), daemon=True)
         watcher.start()
         try:
-            return render_course_with(concurrency)(
-                manifest=str(manifest), store=store_url, catalogue=catalogue.url, run_id=run_id, only=only,
-                force=only is not None,
-            )
+            with prefect_api(settings.log.dir):
+                return render_course_with(concurrency, settings)(
+                    manifest=str(manifest), store=store_url, catalogue=catalogue.url, run_id=run_id, only=only,
+                    force=only is not None, settings=settings, retry_fallbacks=retry_fallbacks, voice=voice,
+                )
         except Exception as error:  # the flow engine itself failed: say so, exit 1
+            logging.getLogger(__name__).error("the flow engine failed", exc_info=error)  # to the log; a bug: terminal too
             errors.print(f"[bold red]render failed:[/] {type(error).__name__}: {error}", highlight=False)
             return None
         finally:
@@ -184,18 +313,23 @@ def _counts(catalogue: Catalogue, course: str, run_id: str) -> dict[str, int]:
     return {"completed": done + failed, "done": done, "failed": failed}
 
 
-def _print_summary(summary: object, elapsed_s: float) -> None:
-    from narro.batch import Summary
-
-    assert isinstance(summary, Summary)
+def _print_summary(summary: Summary, elapsed_s: float) -> None:
     audio_s = sum(c.duration_s or 0 for c in summary.rendered + summary.cached)
     table = Table(title=f"{summary.course}: run {summary.run_id}", title_justify="left")
-    for column in ("rendered", "unchanged", "failed", "audio", "wall time"):
+    for column in ("rendered", "unchanged", "failed", "by fallback voice", "audio", "wall time"):
         table.add_column(column, justify="right")
+    fallbacks = summary.fallbacks
     table.add_row(str(len(summary.rendered)), str(len(summary.cached)),
                   f"[red]{len(summary.failed)}[/]" if summary.failed else "0",
-                  _minutes(audio_s), f"{elapsed_s:.1f} s")
+                  f"[yellow]{len(fallbacks)}[/]" if fallbacks else "0", _minutes(audio_s), f"{elapsed_s:.1f} s")
     console.print(table)
+    if fallbacks:
+        console.print("[yellow]spoken by the fallback voice, not the voice the manifest asks for:[/]")
+        for clip in fallbacks:
+            console.print(f"  [yellow]{clip.narration_id}[/] ({clip.voice}): {escape(_fallback_words(clip.fallback))}",
+                          highlight=False)
+        console.print(f"{len(fallbacks)} clip(s) are rendered again once their own voice answers (each render asks "
+                      "it first), or now with --retry-fallbacks.", highlight=False)
     if summary.rendered:
         loudness = [c.loudness_lufs for c in summary.rendered if c.loudness_lufs is not None]
         peaks = [c.true_peak_dbtp for c in summary.rendered if c.true_peak_dbtp is not None]
@@ -203,15 +337,19 @@ def _print_summary(summary: object, elapsed_s: float) -> None:
             console.print(f"loudness {min(loudness):.1f} to {max(loudness):.1f} LUFS, true peak at most "
                           f"{max(peaks):.1f} dBTP", highlight=False)
     if summary.failed:
-        failures = Table(title="failed clips", title_justify="left", show_lines=False)
-        failures.add_column("clip")
-        failures.add_column("attempts", justify="right")
-        failures.add_column("reason", overflow="fold")
-        for clip in summary.failed:
-            failures.add_row(clip.narration_id, str(clip.attempts), clip.last_error or "unknown")
-        console.print(failures)
+        console.print("failed clips:")
+        for clip in summary.failed:  # one line each, never folded: it greps, and the log file has the rest
+            tries = f"{clip.attempts} attempt{'s' if clip.attempts != 1 else ''}"
+            console.print(f"  [red]{clip.narration_id}[/] ({tries}): {escape(clip.last_error or 'unknown')}",
+                          highlight=False)
         console.print(f"{len(summary.failed)} clip(s) failed; fix the cause and run the same command again: "
                       "only the failed and changed clips are rendered.", highlight=False)
+
+
+def _fallback_words(record: str | None) -> str:
+    """'piper:joe-us-medium: edge-tts service unreachable: ...' as 'piper:joe-us-medium spoke it: why'."""
+    voice, _, reason = (record or "").partition(": ")
+    return f"{voice} spoke it: {reason}" if reason else voice
 
 
 def _minutes(seconds: float) -> str:
@@ -226,13 +364,11 @@ def voices() -> None:
     table = Table(title="engine voices (use as `model:` in voices.yaml)", title_justify="left")
     for column in ("engine", "voice", "locale", "gender"):
         table.add_column(column)
+    settings = _settings()
     notes = []
     for name, kind in sorted(ENGINES.items()):
-        lister = getattr(kind, "voices", None)
-        if lister is None:
-            continue
         try:
-            found = lister()
+            found = kind.voices(settings)
         except NarroError as error:
             notes.append(f"{name}: {error}")
             continue
@@ -241,32 +377,87 @@ def voices() -> None:
     console.print(table)
     for note in notes:
         console.print(f"[yellow]{note}[/]", highlight=False, soft_wrap=True)
+    _report_broken_engines()
+
+
+def _report_broken_engines() -> None:
+    """Engine plugins that failed to load, with their errors (they stop only the courses using them)."""
+    from narro.engines import ENGINES
+
+    for name, reason in sorted(ENGINES.broken.items()):
+        errors.print(f"engine '{name}' is unavailable: {reason}", style="yellow", markup=False, highlight=False)
 
 
 @main.command()
-@click.argument("course")
+@click.argument("course", required=False)
 @catalogue_option
 @click.option("--json", "as_json", is_flag=True, help="Print the clips as JSON.")
-def status(course: str, catalogue_url: str | None, as_json: bool) -> None:
-    """Show every clip of COURSE as the catalogue has it (exit 1 if any failed)."""
-    from narro.report import latest_qa
+@click.option("--clip", "clip_id", default=None, metavar="ID",
+              help="One clip in full: every attempt, each check's value, threshold and verdict, and the script "
+                   "beside what the recogniser heard.")
+@click.option("--voice", default=None, metavar="NAME",
+              help="Every published clip made with voice NAME (in COURSE, or in every course), read from the store.")
+@click.option("--store", "store_url", default=None, metavar="DIR|s3://BUCKET/PREFIX",
+              help="With --voice: the store to read (default: the store.url setting).")
+def status(course: str | None, catalogue_url: str | None, as_json: bool, clip_id: str | None, voice: str | None,
+           store_url: str | None) -> None:
+    """Show every clip of COURSE (a course slug or its manifest) as the catalogue has it (exit 1 if any failed).
 
+    WER and wpm are the published take's; an attempt that failed after it is listed apart, and a
+    clip the fallback voice spoke says so, with the reason.
+    """
+    from narro.report import published_qa
+
+    url = _settings(catalogue_url=catalogue_url).catalogue.url
+    if course is None and voice is None:
+        _fail_invalid("give COURSE (a course slug or its manifest), or --voice NAME")
+    slug = _course_slug(course) if course is not None else ""
     try:
-        catalogue = Catalogue(catalogue_url)
+        catalogue = _existing_catalogue(url)  # reading status never creates a catalogue
     except NarroError as error:
         _fail_invalid(str(error))
         return
-    clips = catalogue.clips(course)
+    if catalogue is None:
+        _fail_invalid(f"no catalogue at {url} yet: nothing has been rendered with it (render a manifest first)")
+        return
+    if voice is not None:
+        print_voice_clips(voice, [slug] if slug else catalogue.courses(), store_url, None, as_json)
+    clips = catalogue.clips(slug)
     if not clips:
         known = ", ".join(catalogue.courses()) or "none yet"
-        _fail_invalid(f"no course '{course}' in the catalogue {catalogue.safe_url} (courses: {known})")
+        _fail_invalid(f"no course '{slug}' in the catalogue {catalogue.safe_url} (courses: {known})")
+    qa = published_qa(catalogue, slug)
+    if clip_id is not None:
+        chosen = next((c for c in clips if c.narration_id == clip_id), None)
+        if chosen is None:
+            _fail_invalid(f"--clip: no clip '{clip_id}' in course '{slug}' (clips: "
+                          f"{', '.join(c.narration_id for c in clips)})")
+            return
+        _print_clip(chosen, catalogue.attempts(slug, clip_id), qa[clip_id], as_json)
+        sys.exit(EXIT_FAILED if chosen.status == FAILED else EXIT_OK)
     if as_json:
-        qa = latest_qa(catalogue, course)
-        print(json.dumps({"course": course, "clips": [{**c.as_dict(), "qa": qa.get(c.narration_id)} for c in clips]},
-                         indent=2))
+        print(json.dumps({"course": slug, "clips": [{**c.as_dict(), "qa": qa[c.narration_id]["published"],
+                                                     "failed_after": qa[c.narration_id]["failed_after"]}
+                                                    for c in clips]}, indent=2))
     else:
-        _print_status(course, clips, latest_qa(catalogue, course))
+        _print_status(slug, clips, qa)
     sys.exit(EXIT_FAILED if any(c.status == FAILED for c in clips) else EXIT_OK)
+
+
+def _course_slug(course: str) -> str:
+    """COURSE as a slug: a manifest path (an existing file, or a name ending .yaml/.yml) gives its course's slug."""
+    path = Path(course)
+    if not (path.is_file() or path.suffix in (".yaml", ".yml")):
+        return course
+    from narro.manifest import load_course
+
+    try:
+        return load_course(path).slug
+    except ManifestError as error:
+        _report_manifest_error(error)
+    except NarroError as error:
+        _fail_invalid(str(error))
+    return course
 
 
 def _print_status(course: str, clips: list[ClipState], qa: dict[str, dict] | None = None) -> None:
@@ -274,20 +465,74 @@ def _print_status(course: str, clips: list[ClipState], qa: dict[str, dict] | Non
     table = Table(title=course, title_justify="left")
     for column, justify in (("clip", "left"), ("status", "left"), ("tier", "left"), ("voice", "left"),
                             ("duration", "right"), ("LUFS", "right"), ("dBTP", "right"), ("WER", "right"),
-                            ("wpm", "right"), ("tries", "right"), ("last error", "left")):
+                            ("wpm", "right"), ("tries", "right"), ("notes", "left")):
         table.add_column(column, justify=justify, overflow="fold")  # type: ignore[arg-type]
     colours = {RENDERED: "green", FAILED: "red"}
     for clip in clips:
         colour = colours.get(clip.status, "yellow")
+        figures = qa.get(clip.narration_id, {})
+        published = figures.get("published") or {}
+        voice = escape(clip.voice)
+        if clip.fallback:
+            voice += f"\n[yellow]fallback: {escape(clip.fallback.partition(': ')[0])}[/]"
         table.add_row(
-            clip.narration_id, f"[{colour}]{clip.status}[/]", clip.tier, clip.voice,
+            clip.narration_id, f"[{colour}]{clip.status}[/]", clip.tier, voice,
             f"{clip.duration_s:.1f} s" if clip.duration_s else "", _number(clip.loudness_lufs),
-            _number(clip.true_peak_dbtp), _percent(qa.get(clip.narration_id, {}).get("wer")),
-            _whole(qa.get(clip.narration_id, {}).get("wpm")), str(clip.attempts), clip.last_error or "",
+            _number(clip.true_peak_dbtp), _percent(published.get("wer")), _whole(published.get("wpm")),
+            str(clip.attempts), escape(_notes(clip, figures.get("failed_after"))),
         )
     console.print(table)
     counts = {s: sum(c.status == s for c in clips) for s in sorted({c.status for c in clips})}
-    console.print(", ".join(f"{n} {s}" for s, n in counts.items()), highlight=False)
+    fallbacks = sum(bool(c.fallback) for c in clips)
+    console.print(", ".join(f"{n} {s}" for s, n in counts.items())
+                  + (f"; {fallbacks} spoken by the fallback voice" if fallbacks else ""), highlight=False)
+
+
+def _notes(clip: ClipState, failed_after: dict | None) -> str:
+    """The status table's notes: why it failed, who spoke it instead, an attempt that failed after the published take."""
+    notes = []
+    if clip.status == FAILED:
+        notes.append(clip.last_error or "failed")
+    elif failed_after is not None:
+        wer = f" (WER {_percent(failed_after['wer'])})" if failed_after.get("wer") is not None else ""
+        notes.append(f"attempt {failed_after['attempt']} failed after the published take{wer}: "
+                     f"{failed_after.get('error') or 'failed'}; the published take stays")
+    if clip.fallback:
+        notes.append(f"fallback: {_fallback_words(clip.fallback)}")
+    return "; ".join(notes)
+
+
+def _print_clip(clip: ClipState, attempts: list[AttemptState], figures: dict, as_json: bool) -> None:
+    """`status --clip`: one clip, its attempts, each check in words, and the script against what was heard."""
+    from narro.wer import marked
+
+    if as_json:
+        print(json.dumps({**clip.as_dict(), "qa": figures["published"], "failed_after": figures["failed_after"],
+                          "attempts": [{"number": a.number, "run_id": a.run_id, "status": a.status, "error": a.error,
+                                        "engine": a.engine, "metrics": a.metrics} for a in attempts]}, indent=2))
+        return
+    print(f"{clip.course}/{clip.narration_id}: {clip.status}, voice {clip.voice} ({clip.tier}), "
+          f"{clip.attempts} attempt{'s' if clip.attempts != 1 else ''}")
+    if clip.fallback:
+        print(f"fallback: {_fallback_words(clip.fallback)}")
+    if clip.last_error and clip.status == FAILED:
+        print(f"last error: {clip.last_error}")
+    published = figures["published"]
+    print(f"published take: attempt {published['attempt']}" if published else "published take: none")
+    for attempt in attempts:
+        metrics = attempt.metrics or {}
+        label = "published" if published and attempt.number == published["attempt"] else attempt.status
+        print(f"\nattempt {attempt.number} ({label}, run {attempt.run_id}, take {metrics.get('take', '?')}: "
+              f"{metrics.get('variant', '')}){': ' + attempt.error if attempt.error else ''}")
+        checks = (metrics.get("qa") or {}).get("checks") or {}
+        for name, check in checks.items():
+            verdict = "passed" if check.get("passed") else "FAILED"
+            value = check.get("value")
+            shown = f"{value:.3g}" if isinstance(value, (int, float)) else str(value)
+            print(f"  {name}: {shown}, must be {check.get('threshold')}: {verdict} ({check.get('reason', '')})")
+        qa = metrics.get("qa") or {}
+        if qa.get("transcript") is not None and qa.get("script"):
+            print(f"  heard vs script ([-not heard-] {{+heard instead+}}): {marked(qa['script'], qa['transcript'])}")
 
 
 def _print_qa(catalogue: Catalogue, course: str, ids: list[str]) -> None:
@@ -334,18 +579,21 @@ def _number(value: float | None) -> str:
 def verify(files: tuple[Path, ...], catalogue_url: str | None, as_json: bool) -> None:
     """Check FILES (MP3, WAV, anything ffmpeg reads) for narro's watermark and decode its payload.
 
-    Exit 0 when every file carries it, 1 when some do not, 2 when a file cannot be read.
+    Finds it after speed, tempo and pitch changes too, and says which watermark version it found;
+    a mark with another organisation id (settings: watermark.org_id) is "watermarked, not ours".
+    Exit 0 when every file carries our mark, 1 when some do not, 2 when a file cannot be read.
     """
     from narro.verify import verify_file
 
+    settings = _settings(catalogue_url=catalogue_url)
     try:
-        catalogue: Catalogue | None = Catalogue(catalogue_url)
+        catalogue: Catalogue | None = Catalogue(settings.catalogue.url)
     except NarroError:
         catalogue = None  # the mark still decodes; only its meaning is unknown
     unreadable = missing = 0
     for path in files:
         try:
-            report = verify_file(path, catalogue)
+            report = verify_file(path, catalogue, org=settings.watermark.org_id)
         except NarroError as error:
             errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
             unreadable += 1
@@ -353,12 +601,16 @@ def verify(files: tuple[Path, ...], catalogue_url: str | None, as_json: bool) ->
         found = report.detection
         if as_json:
             print(json.dumps(report.as_dict()))
-        elif found.present and found.payload is not None:
-            console.print(f"{path}: [green]watermarked[/] payload {found.payload.hex()} — {report.meaning} "
-                          f"(confidence {found.confidence:.1f}, bits {found.bit_agreement:.0%})", highlight=False)
+        elif found.payload is not None:
+            rescaled = f", found at {1 / found.tempo:.2f}x speed, pitch x{found.pitch:.2f}" if found.version == 2 and (
+                abs(found.tempo - 1) > 0.01 or abs(found.pitch - 1) > 0.01) else ""
+            colour = "green" if report.ours else "yellow"
+            console.print(f"{path}: [{colour}]{report.status}[/] (version {found.version}) payload {found.payload.hex()} "
+                          f"— {report.meaning} (confidence {found.confidence:.1f}, bits {found.bit_agreement:.0%}"
+                          f"{rescaled})", highlight=False)
         else:
             console.print(f"{path}: [red]no narro watermark[/] (confidence {found.confidence:.1f})", highlight=False)
-        missing += not found.present
+        missing += not report.ours
     sys.exit(EXIT_INVALID if unreadable else EXIT_FAILED if missing else EXIT_OK)
 
 
@@ -376,14 +628,184 @@ def dashboard(host: str, port: int, store_url: str, catalogue_url: str | None, m
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
-    from flows.retry import launcher_from_env
+    from flows.retry import launcher_for
     from narro.dashboard import serve, url_for
-    from narro.dashboard.security import check_bind, token_from_env
+    from narro.dashboard.security import check_bind
 
+    settings = _settings(catalogue_url=catalogue_url)
     try:
-        check_bind(host, token_from_env())
-        launcher, mode = launcher_from_env()
+        check_bind(host, settings.dashboard.token.get_secret_value() if settings.dashboard.token else None)
+        launcher, mode = launcher_for(settings)
         console.print(f"narro dashboard on {url_for(host, port)} ({mode}); Ctrl-C stops it", highlight=False)
-        serve(catalogue_url, store_url, list(manifests), launcher, host=host, port=port, mode=mode)
+        serve(settings, store_url, list(manifests), launcher, host=host, port=port, mode=mode)
     except NarroError as error:
         _fail_invalid(str(error))
+
+
+@main.command(name="settings")
+@catalogue_option
+@click.option("--endpoint-url", default=None, metavar="URL", help="S3 endpoint, as `narro render` takes it.")
+@click.option("--json", "as_json", is_flag=True, help="Print the settings as JSON.")
+def show_settings(catalogue_url: str | None, endpoint_url: str | None, as_json: bool) -> None:
+    """Print every setting, its value and where it came from (default, file, environment or flag).
+
+    Precedence, highest first: flags > environment > project file > default. Secrets are masked.
+    The flags show what a command given them would use.
+    """
+    settings = _settings(catalogue_url=catalogue_url, endpoint_url=endpoint_url)
+    rows = settings.rows()
+    if as_json:
+        print(json.dumps({"file": settings.file, "settings": rows}, indent=2))
+        return
+    # One plain line per setting, so it greps and pipes well.
+    print(f"# project file: {settings.file or 'none'}; precedence: flags > environment > file > default")
+    lines = [(str(row["name"]), "unset" if row["value"] is None else json.dumps(row["value"]), str(row["source"]),
+              str(row["env"])) for row in rows]
+    widths = [max(len(line[column]) for line in lines) for column in range(3)]
+    print(f"{'setting':<{widths[0]}}   {'value':<{widths[1]}}  {'source':<{widths[2]}}  environment variable")
+    for name, value, source, env in lines:
+        print(f"{name:<{widths[0]}} = {value:<{widths[1]}}  {source:<{widths[2]}}  {env}")
+
+
+@main.command()
+@click.argument("text")
+@click.option("--voice", default=None, metavar="NAME", help="narro voice from the registry (default: its default voice).")
+@click.option("--tier", type=click.Choice(["fast", "quality"]), default=None,
+              help="Tier to speak with (default: the voice's fast tier, else its quality tier).")
+@click.option("--voices", "voices_file", type=click.Path(path_type=Path), default=None, metavar="PATH",
+              help="voices.yaml to take the voice from (default: the one beside --manifest, else the built-in registry).")
+@click.option("--manifest", type=click.Path(path_type=Path), default=None, metavar="PATH",
+              help="Use the voices.yaml beside this manifest.")
+@click.option("--out", "out_path", type=click.Path(path_type=Path, dir_okay=False), default=None, metavar="FILE",
+              help="WAV file to write as audio arrives (default: stdout, which must be a pipe).")
+@click.option("--raw", is_flag=True, help="Write raw 16-bit little-endian mono PCM instead of WAV.")
+@click.option("--store", "store_url", default=None, metavar="DIR|s3://BUCKET/PREFIX",
+              help="For a cloned voice: the store whose {course}/audit/ records the line (default: store.url).")
+def say(text: str, voice: str | None, tier: str | None, voices_file: Path | None, manifest: Path | None,
+        out_path: Path | None, raw: bool, store_url: str | None) -> None:
+    """Speak TEXT with any engine, writing audio as it arrives; print time to first audio and RTF to stderr.
+
+    TEXT is normalised as narrations are. Engines that stream (the quality tier) write each chunk
+    the moment it is decoded; others synthesise the line, then write it. Exit 1 if synthesis
+    fails, 2 if the voice, tier or an option is invalid.
+    """
+    from narro.say import say as speak
+    from narro.text import normalise
+    from narro.voices import BUILTIN_REGISTRY, VoiceRegistry, load_registry, registry_for
+
+    settings = _settings()
+    spoken = normalise(text)
+    if not spoken:
+        _fail_invalid("TEXT has nothing to say")
+    if out_path is None and sys.stdout.isatty():
+        _fail_invalid("stdout is a terminal: give --out FILE, or pipe the audio to a player (narro say ... | aplay)")
+    try:
+        registry = (load_registry(voices_file) if voices_file else registry_for(manifest) if manifest
+                    else VoiceRegistry(BUILTIN_REGISTRY, None))
+    except ManifestError as error:
+        _report_manifest_error(error)
+        return
+    name = voice or registry.default_voice
+    entry = registry.get(name)
+    if entry is None:
+        _fail_invalid(f"--voice: no voice '{name}' in {registry.source or 'the built-in registry'}; "
+                      f"voices: {', '.join(registry.names())}")
+        return
+    chosen = tier or ("fast" if entry.fast else "quality")
+    engine_voice = entry.for_tier(chosen)  # type: ignore[arg-type]
+    if engine_voice is None:
+        _fail_invalid(f"--tier: voice '{name}' has no {chosen} tier")
+        return
+    try:  # a cloned voice speaks only for --manifest's course, within its consent, audited in the store
+        gate = say_gate(name, chosen, engine_voice, registry, manifest, spoken, settings, store_url)
+    except ManifestError as error:
+        _report_manifest_error(error)
+        return
+    except NarroError as error:
+        _fail_invalid(str(error))
+        return
+    out = out_path.open("wb") if out_path else sys.stdout.buffer
+    try:
+        report = speak(engine_voice, spoken, settings, out, wav=not raw, gate=gate)
+    except NarroError as error:
+        if out_path:
+            out.close()
+            out_path.unlink(missing_ok=True)  # no half-written preview
+        errors.print(f"[bold red]failed:[/] {escape(str(error))}", highlight=False)
+        sys.exit(EXIT_FAILED)
+    finally:
+        if out_path:
+            out.close()
+    print(report.line(), file=sys.stderr)
+
+
+@main.command()
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--config", "preset", type=click.Choice(["tiny", "base"]), default="tiny", show_default=True,
+              help="Model size: tiny (tests, CPU) or base (VALL-E-X's size, GPU).")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), required=True, metavar="DIR",
+              help="Output folder: checkpoints/, codes/ (cache), loss.jsonl and loss.svg.")
+@click.option("--codec", type=click.Path(path_type=Path, file_okay=False), default=None, metavar="DIR",
+              help="EnCodec folder (Hugging Face layout, e.g. a copy of facebook/encodec_24khz); "
+                   "with --resume the checkpoint's.")
+@click.option("--steps", default=1000, show_default=True, type=click.IntRange(1), help="Train until this step.")
+@click.option("--checkpoint-every", default=200, show_default=True, type=click.IntRange(1), metavar="N",
+              help="Write a checkpoint every N steps (and at the end).")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1), help="Utterances per step.")
+@click.option("--learning-rate", default=5e-4, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="AdamW's peak learning rate (reached after a linear warm-up over a tenth of the steps).")
+@click.option("--resume", is_flag=True, help="Continue from the newest checkpoint in --out.")
+def train(dataset: Path, preset: str, out_dir: Path, codec: Path | None, steps: int, checkpoint_every: int,
+          batch_size: int, learning_rate: float, resume: bool) -> None:
+    """Train a codec LM on DATASET (an LJSpeech-style folder or a rendered course folder) as a Prefect flow.
+
+    Runs on the GPU when torch sees one (setting codec_lm.device), else on the CPU. Exit 1 if
+    training fails, 2 if the dataset or an option is invalid (every bad row as FILE:LINE).
+    """
+    from narro.errors import DatasetError
+
+    settings = _settings()
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    try:
+        from flows.train_model import train_model
+        from narro.engines.codec_lm.train import complete_checkpoints, load_dataset
+    except ImportError as error:
+        _fail_invalid(f"training needs the quality extra (pip install 'narro[quality]'): {error}")
+        return
+    if resume and not complete_checkpoints(out_dir):
+        _fail_invalid(f"--resume: nothing to resume, no complete checkpoint in {out_dir / 'checkpoints'}; "
+                      "run without --resume to start")
+    if not resume and codec is None:
+        _fail_invalid("--codec is needed to start training: the EnCodec folder (Hugging Face layout) to train on")
+    try:
+        load_dataset(dataset)  # every bad row now, before a flow starts
+        result = train_model(dataset=str(dataset), out=str(out_dir), config=preset, codec=str(codec) if codec else None,
+                             steps=steps, checkpoint_every=checkpoint_every, resume=resume, batch_size=batch_size,
+                             learning_rate=learning_rate, settings=settings)
+    except DatasetError as error:
+        for problem in error.problems:
+            print(str(problem), file=sys.stderr)
+        print(f"{len(error.problems)} problem{'s' if len(error.problems) != 1 else ''} found; nothing was trained.",
+              file=sys.stderr)
+        sys.exit(EXIT_INVALID)
+    except NarroError as error:
+        errors.print(f"[bold red]training failed:[/] {escape(str(error))}", highlight=False)
+        sys.exit(EXIT_FAILED)
+    resumed = f", resumed from step {result['resumed_from']}" if result["resumed_from"] is not None else ""
+    console.print(f"trained to step {result['step']}{resumed} on {result['utterances']} utterances "
+                  f"({result['encoded']} encoded now, the rest from the codes cache; {result['device']} "
+                  f"{result['precision']}, {result['seconds']:.0f} s): loss "
+                  f"{result['first_loss']:.3f} -> {result['last_loss']:.3f}; checkpoint {result['checkpoint']}; "
+                  f"loss plot {out_dir / 'loss.svg'}", highlight=False)
+
+
+main.add_command(cluster_group)
+main.add_command(submit)
+main.add_command(schedule_group)
+main.add_command(voices_group(voices))  # `narro voices` still lists; add-clone and revoke beneath it
+main.add_command(audit)
+
+if __name__ == "__main__":  # `python -m narro.cli`: how `narro cluster up --detach` re-runs itself
+    main()

@@ -27,6 +27,10 @@ class Problem:
         return f"{where}: {self.field}: {self.message}"
 
 
+class SettingsError(NarroError):
+    """A setting (environment variable, project file key or flag) has a value narro cannot use; one line."""
+
+
 class ManifestError(NarroError):
     """A manifest or voice registry is invalid; carries every problem found, not just the first."""
 
@@ -65,3 +69,35 @@ class WatermarkError(NarroError):
 
 class QualityError(NarroError):
     """No take of a clip passed the quality gate (narro.qa); the message lists each take's failed checks."""
+
+
+class ReferenceAudioError(NarroError):
+    """A voice's reference recording cannot prompt the quality tier (too short, silent, clipped,
+    mostly non-speech, or its transcript cannot be matched to it); the message says which and why."""
+
+
+class ClusterError(NarroError):
+    """A cluster service could not be started, reached or stopped."""
+
+
+class DatasetError(NarroError):
+    """A training dataset is invalid; carries every bad row found (FILE:LINE: field: message), not just the first."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class CheckpointError(EngineUnavailable):
+    """A codec-LM checkpoint folder is missing, partial, malformed, or does not match its codec or
+    vocabulary; the one-line message names the file and the tensor or field at fault."""
+
+
+class ConsentError(NarroError):
+    """A cloned voice may not speak here: its consent record is missing, out of scope, expired or revoked, its
+    reference is not the recording consented to, or its speaker is a public figure. One line naming the rule."""
+
+
+class SubmitError(NarroError):
+    """A course could not be handed to the Prefect server (no API, no deployment, no worker on its pool),
+    or a schedule could not be made, found or removed."""

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from narro.errors import ManifestError, Problem
+from narro.lexicon import Lexicon, lexicon_terms, load_shared, merged, parse
 from narro.text import control_characters, normalise, strip_markdown
 from narro.voices import Tier, VoiceRegistry, registry_for
 from narro.yamlfile import FieldPath, LocatedYaml, dotted, load_located, read_text, validation_problems
@@ -65,10 +66,15 @@ class ManifestFile(BaseModel):
     """Course slug; the folder the clips land in."""
     title: str = ""
     """Course title, written into each MP3's ID3 album."""
+    organisation: str | None = Field(None, pattern=SLUG, max_length=80)
+    """Slug of the organisation the course belongs to; a cloned voice's consent may name it in its scope."""
     defaults: Defaults = Defaults()
     """Voice and tier for narrations that do not name their own."""
     narrations: list[NarrationEntry] = Field(min_length=1)
     """The clips to render, in course order."""
+    lexicon: dict[str, Any] = {}
+    """How to say terms: `term: respelling` or `term: {say: ..., ipa: ..., ignore_case: ...}` (narro.lexicon);
+    over the entries of a lexicon.yaml beside the manifest."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,8 @@ class Narration:
     """Where the words came from: `inline` or the script's path relative to the manifest."""
     allow_fallback: bool = True
     """Whether the fallback engine voice may speak this narration when its own engine is unavailable."""
+    written: str = ""
+    """The words as the author wrote them (markdown stripped): what captions show and the lexicon matches."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +104,8 @@ class Course:
     manifest_sha256: str
     narrations: tuple[Narration, ...]
     voices: VoiceRegistry
+    lexicon: Lexicon = Lexicon()
+    organisation: str | None = None
 
     def narration(self, narration_id: str) -> Narration:
         for narration in self.narrations:
@@ -126,9 +136,15 @@ def load_course(path: Path | str) -> Course:
     except ManifestError as exc:
         problems.extend(exc.problems)
         voices = None
+    shared, shared_problems = load_shared(path.parent)
+    own = located.data.get("lexicon")
+    own_entries, own_problems = parse(own if isinstance(own, dict) else None, located, ("lexicon",))
+    problems += shared_problems + own_problems
+    lexicon = merged(shared, own_entries)
 
     narrations = []
     seen: dict[str, int] = {}
+    used: dict[tuple[str, Tier], None] = {}
     for index, entry in entries:
         where = ("narrations", index)
         if entry.id in seen:
@@ -140,23 +156,36 @@ def load_course(path: Path | str) -> Course:
                 )
             )
         seen.setdefault(entry.id, index)
-        text, source = _resolve_text(entry, located, where, problems)
+        written, source = _resolve_text(entry, located, where, problems)
         if voices is None or defaults is None:
             continue
         voice = entry.voice or defaults.voice or voices.default_voice
         tier = entry.tier or defaults.tier
-        problems.extend(_check_voice(voices, voice, tier, located, *_voice_fields(entry, where, located)))
-        if text is not None:
+        voice_problems = _check_voice(voices, voice, tier, located, *_voice_fields(entry, where, located))
+        problems.extend(voice_problems)
+        if not voice_problems:
+            used[voice, tier] = None
+        if written is not None and lexicon and not voice_problems:
+            try:  # an IPA-only entry the narration's engines cannot say is an error at the entry
+                lexicon_terms(lexicon, written, voice, voices.resolve(voice, tier))
+            except ManifestError as exc:
+                problems.extend(exc.problems)
+        if written is not None:
             narrations.append(
-                Narration(entry.id, entry.title, text, voice, tier, located.line_of(where), source,
-                          allow_fallback=defaults.fallback if entry.fallback is None else entry.fallback)
+                Narration(entry.id, entry.title, normalise(written), voice, tier, located.line_of(where), source,
+                          allow_fallback=defaults.fallback if entry.fallback is None else entry.fallback,
+                          written=written)
             )
+    if voices is not None:
+        for voice, tier in used:  # each voice the course uses can be spoken here
+            problems.extend(voices.model_problems(voice, tier))
     if problems:
         # In file order, and once each: defaults shared by many narrations would repeat theirs.
         raise ManifestError(sorted(dict.fromkeys(problems), key=lambda p: (str(p.file), p.line or 0)))
     assert manifest is not None and voices is not None
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return Course(manifest.course, manifest.title, path, digest, tuple(narrations), voices)
+    return Course(manifest.course, manifest.title, path, digest, tuple(narrations), voices, lexicon,
+                  manifest.organisation)
 
 
 def _valid_parts(data: dict[str, Any]) -> tuple[Defaults | None, list[tuple[int, NarrationEntry]]]:
@@ -191,6 +220,7 @@ def _voice_fields(entry: NarrationEntry, where: FieldPath, located: LocatedYaml)
 def _resolve_text(
     entry: NarrationEntry, located: LocatedYaml, where: tuple[Any, ...], problems: list[Problem]
 ) -> tuple[str | None, str]:
+    """The narration's words as written (markdown stripped) and where they came from; None when invalid."""
     if (entry.text is None) == (entry.script is None):
         problems.append(located.problem(where, "give exactly one of 'text' and 'script'"))
         return None, ""
@@ -220,11 +250,10 @@ def _resolve_text(
             )
         )
         return None, ""
-    text = normalise(raw)
-    if not any(ch.isalnum() for ch in text):
+    if not any(ch.isalnum() for ch in normalise(raw)):
         problems.append(located.problem(field, "is empty: there is nothing to speak"))
         return None, ""
-    return text, source
+    return raw, source
 
 
 def _script_path(script: str, located: LocatedYaml, field: tuple[Any, ...], problems: list[Problem]) -> Path | None:
@@ -254,4 +283,6 @@ def _check_voice(
         return [located.problem(voice_field, f"unknown voice '{voice}'; {registry} defines: {', '.join(voices.names())}")]
     if entry.for_tier(tier) is None:
         return [located.problem(tier_field, f"voice '{voice}' has no {tier}-tier engine in {registry}")]
+    if (voice, tier) in voices.unusable:
+        return [located.problem(voice_field, f"voice '{voice}' ({tier} tier): {voices.unusable[voice, tier]}")]
     return []

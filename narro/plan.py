@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
 from narro.audio import PostSettings
 from narro.engines import engine_kind
+from narro.lexicon import lexicon_terms
 from narro.manifest import Course, Narration
+from narro.text import Speech, speech
 from narro.voices import EngineVoice, Tier
 from narro.watermark import VERSION as WATERMARK_VERSION
 
@@ -38,6 +42,25 @@ class ClipSpec:
     content_key: str = field(default="")
     allow_fallback: bool = True
     """The manifest allows the engine voice's fallback (not part of the key: it shapes no audio by itself)."""
+    speech: Speech | None = None
+    """The script as written and as spoken, piece by piece (`text` is its spoken side, lexicon applied):
+    captions show its written words; None for a spec made from spoken text alone."""
+    voices_file: str | None = None
+    """The voices.yaml the voice comes from: the consent.yaml beside it governs a cloned voice (narro.consent)."""
+    organisation: str | None = None
+    """The manifest's organisation, which a consent's scope may name."""
+
+    @property
+    def script(self) -> Speech:
+        """The script as pieces: `speech` while `text` is its spoken side, else `text` as written and spoken."""
+        if self.speech is not None and self.speech.spoken == self.text:
+            return self.speech
+        return speech(self.text)
+
+    @property
+    def heard(self) -> str:
+        """What the quality gate expects to hear: the spoken text, with lexicon phonemes as words."""
+        return self.script.heard
 
     @property
     def object_name(self) -> str:
@@ -74,19 +97,37 @@ def content_key(spec: ClipSpec) -> str:
 
 
 def clip_spec(course: Course, narration: Narration, post: PostSettings) -> ClipSpec:
+    engine_voice = course.voices.resolve(narration.voice, narration.tier)
+    # The lexicon's entries that occur in the script change its spoken text, and so the key.
+    script = speech(narration.written or narration.text,
+                    lexicon_terms(course.lexicon, narration.written, narration.voice, engine_voice))
     spec = ClipSpec(
         course=course.slug,
         course_title=course.title,
         narration_id=narration.id,
         title=narration.title,
-        text=narration.text,
+        text=script.spoken,
         voice=narration.voice,
         tier=narration.tier,
-        engine_voice=course.voices.resolve(narration.voice, narration.tier),
+        engine_voice=engine_voice,
         post=post,
         allow_fallback=narration.allow_fallback,
+        speech=script,
+        voices_file=str(Path(course.voices.source).resolve()) if course.voices.source else None,
+        organisation=course.organisation,
     )
     return ClipSpec(**{**spec.__dict__, "content_key": content_key(spec)})
+
+
+def effective_spec(spec: ClipSpec, fallback: dict[str, Any] | None) -> ClipSpec:
+    """The spec as it was actually rendered: with the fallback voice and that voice's key.
+
+    `fallback` is the take's fallback record (narro.engines.fallback.used); None when the planned voice spoke.
+    """
+    if fallback is None or spec.engine_voice.fallback is None:
+        return spec
+    actual = replace(spec, engine_voice=spec.engine_voice.fallback, content_key="")
+    return replace(actual, content_key=content_key(actual))
 
 
 def plan(course: Course, post: PostSettings | None = None) -> list[ClipSpec]:

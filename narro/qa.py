@@ -6,81 +6,26 @@ read. `evaluate` runs them all on the decoded MP3 (what listeners hear) and the 
 output (for clipping, which the codec's low-pass would blur), and the ASR round trip through
 narro.asr, imported only there so the other checks never load CTranslate2.
 
-Thresholds live in `QaSettings`. They are not part of the content key: they decide whether a
-take is published, not what a passing take sounds like, so tightening them must not
-re-render clips that already passed. Each sidecar records the settings its take passed under.
+Thresholds live in `QaSettings`, the `qa` group of narro.settings. They are not part of the
+content key: they decide whether a take is published, not what a passing take sounds like, so
+tightening them must not re-render clips that already passed. Each sidecar records the
+settings its take passed under.
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from narro.audio import LevelReport, PostSettings, measure, trim_silence
+from narro.engines.base import WordTiming
+from narro.settings import AsrSettings, QaSettings
 from narro.wer import align, normalise
 
 FRAME_S = 0.01
 ABSOLUTE_SILENCE_DB = -50.0
 """Frames quieter than this (dBFS RMS) never count as speech."""
-ENV_PREFIX = "NARRO_QA_"
-
-
-@dataclass(frozen=True)
-class QaSettings:
-    """Thresholds of the quality gate. Each can be set by environment: NARRO_QA_<NAME> (upper case)."""
-
-    max_wer: float = 0.30
-    """Word error rate of the ASR transcript against the script, after normalisation."""
-    max_gap_words: int = 4
-    """Longest run of script words missing from, or extra words inserted into, the transcript."""
-    min_tail_words: int = 2
-    """Of the script's last 5 words, at least this many must be heard at the end (not truncated)."""
-    min_wpm: float = 100.0
-    """Slowest plausible speech rate, words per minute over the spoken span."""
-    max_wpm: float = 240.0
-    """Fastest plausible speech rate."""
-    min_rate_words: int = 15
-    """Scripts shorter than this are not judged by speech rate (a few words give no stable rate)."""
-    max_edge_silence_s: float = 0.75
-    """Longest silence before the first or after the last word."""
-    max_pause_s: float = 2.0
-    """Longest silence between words."""
-    silence_below_peak_db: float = 40.0
-    """A 10 ms frame this far below the loudest frame is silence."""
-    loudness_tolerance_lu: float = 1.0
-    """Integrated loudness may differ from the post-processing target by this much."""
-    max_clipped_runs: int = 3
-    """Runs of 3+ samples stuck at the engine output's maximum (digital clipping)."""
-    max_noise_floor_db: float = -60.0
-    """Level of the quietest 5% of 50 ms frames (ACX's noise floor reference)."""
-    duration_tolerance_s: float = 0.15
-    """The decoded file may differ from the finished take by this much (or 1%, if larger)."""
-    min_active_ratio: float = 0.4
-    """Share of the take above -50 dBFS; below it the take is (nearly) silent."""
-    asr: bool = True
-    """Run the ASR round trip (intelligibility and truncation checks)."""
-    max_takes: int = 3
-    """Takes per clip: the first, then re-makes with a varied voice, then the tier's fallback engine."""
-
-    @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> QaSettings:
-        environ = dict(os.environ) if environ is None else environ
-        values: dict[str, object] = {}
-        for spec in fields(cls):
-            raw = environ.get(ENV_PREFIX + spec.name.upper())
-            if raw is None:
-                continue
-            kind = type(getattr(cls(), spec.name))
-            try:
-                values[spec.name] = raw.strip().lower() in ("1", "true", "yes", "on") if kind is bool else kind(raw)
-            except ValueError:
-                raise ValueError(f"{ENV_PREFIX}{spec.name.upper()}={raw!r} is not a {kind.__name__}") from None
-        return cls(**values)  # type: ignore[arg-type]
-
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -102,8 +47,12 @@ class Check:
 class QaReport:
     checks: list[Check] = field(default_factory=list)
     transcript: str | None = None
+    script: str | None = None
+    """What the transcript was compared with (the script as it should be heard), when the recogniser ran."""
     asr_s: float = 0.0
     checks_s: float = 0.0
+    words: tuple[WordTiming, ...] = ()
+    """The recogniser's words timed on the decoded take, when asked for (captions, narro.align)."""
 
     @property
     def passed(self) -> bool:
@@ -122,7 +71,7 @@ class QaReport:
 
     def as_dict(self) -> dict[str, object]:
         return {"passed": self.passed, "checks": {check.name: check.as_dict() for check in self.checks},
-                "transcript": self.transcript, "asr_s": round(self.asr_s, 3), "checks_s": round(self.checks_s, 3)}
+                "transcript": self.transcript, "script": self.script, "asr_s": round(self.asr_s, 3), "checks_s": round(self.checks_s, 3)}
 
 
 def _at_most(name: str, value: float, limit: float, unit: str, what: str) -> Check:
@@ -264,9 +213,12 @@ def expected_duration(raw: np.ndarray, sample_rate: int, post: PostSettings) -> 
 
 
 def evaluate(decoded: np.ndarray, sample_rate: int, text: str, post: PostSettings, settings: QaSettings,
-             *, levels: LevelReport | None = None, raw: np.ndarray | None = None,
-             raw_rate: int | None = None) -> QaReport:
-    """Every check on one take. `decoded` is the published MP3 decoded; `raw` the engine's output."""
+             *, asr: AsrSettings, levels: LevelReport | None = None, raw: np.ndarray | None = None,
+             raw_rate: int | None = None, words: bool = False) -> QaReport:
+    """Every check on one take. `decoded` is the published MP3 decoded; `raw` the engine's output.
+
+    `text` is what the take should be heard to say; `words` also times the heard words (for captions).
+    """
     import time
 
     started = time.perf_counter()
@@ -279,7 +231,8 @@ def evaluate(decoded: np.ndarray, sample_rate: int, text: str, post: PostSetting
     if settings.asr:
         from narro.asr import transcriber_for
 
-        transcript = transcriber_for().transcribe(decoded, sample_rate)
-        report.transcript, report.asr_s = transcript.text, transcript.seconds
+        transcript = transcriber_for(asr).transcribe(decoded, sample_rate, words=words)
+        report.transcript, report.asr_s, report.words = transcript.text, transcript.seconds, transcript.words
+        report.script = text
         report.checks += check_intelligibility(transcript.text, text, settings)
     return report

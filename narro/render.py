@@ -1,29 +1,38 @@
-"""The steps that turn one clip spec into a published clip: synthesise, finish, publish.
+"""The steps that turn one clip spec into a published clip: synthesise, post-process, watermark, publish.
 
-Plain functions over plain data: the Prefect tasks in tasks/ wrap them one to one.
+Plain functions over plain data, run in order for one clip by narro.clip.render_clip (which adds
+the quality gate and the retakes); the Prefect task in tasks/clip.py calls that.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import os
+import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from narro.audio import finish, measure, speech_bounds
-from narro.captions import shift, webvtt
+from narro.captions import Captions, build, shift
 from narro.encode import decode, encode_mp3
 from narro.engines import Synthesis, engine_kind
 from narro.engines import fallback as fallbacks
+from narro.engines.base import WordTiming
 from narro.errors import AudioError
-from narro.plan import ClipSpec, text_sha256
+from narro.plan import ClipSpec, effective_spec, text_sha256
+from narro.settings import Settings
 from narro.store import Store
 from narro.watermark import Verification, embed, payload_for, require_verified, verify_encoded
+
+if TYPE_CHECKING:
+    from narro.consent import ConsentGate
 
 # The MP3 encoder can push true peaks up a little; start with this much room under the ceiling.
 CODEC_HEADROOM_DB = 0.5
@@ -63,21 +72,29 @@ class FinishedClip:
     """Proof that `mp3` carries the clip's watermark; publish refuses a clip without it."""
     fallback: dict[str, Any] | None = None
     """Set when the fallback voice spoke the clip: from, to and why (narro.engines.fallback)."""
-    captions: bytes | None = None
-    """WebVTT captions on the published timeline, where the engine gave word timings."""
+    captions: Captions | None = None
+    """Captions on the published timeline (`with_captions`); None when no word timings were had."""
     qa: dict[str, Any] | None = None
     """The quality gate's verdict on this take and the takes before it (narro.heal), for the sidecar."""
+    consent: dict[str, Any] | None = None
+    """For a cloned voice: its consent record id, expiry and audit entry (narro.consent.Clearance.sidecar)."""
 
 
-def synthesize(spec: ClipSpec) -> tuple[Synthesis, float]:
-    """Speak the spec's text with its engine voice; returns the audio and seconds taken."""
+def synthesize(spec: ClipSpec, settings: Settings, gate: ConsentGate | None = None) -> tuple[Synthesis, float]:
+    """Speak the spec's text with its engine voice; returns the audio and seconds taken.
+
+    A cloned voice speaks only through the run's consent `gate` (narro.consent; narro.engines.fallback asks it).
+    """
     started = time.perf_counter()
-    synthesis = fallbacks.synthesize_clip(spec)
+    synthesis = fallbacks.synthesize_clip(spec, settings, gate)
     return synthesis, time.perf_counter() - started
 
 
 def post_process(spec: ClipSpec, synthesis: Synthesis, synthesis_s: float = 0.0) -> FinishedClip:
-    """Trim, normalise, limit and encode; then decode and check the post-conditions on the MP3."""
+    """Mark, trim, normalise, limit and encode; then decode and check the post-conditions on the MP3.
+
+    `verify_watermark` then proves the mark survived the encoder.
+    """
     started = time.perf_counter()
     settings = spec.post
     headroom, loudness_offset = CODEC_HEADROOM_DB, CODEC_LOUDNESS_LOSS_LU
@@ -107,7 +124,6 @@ def post_process(spec: ClipSpec, synthesis: Synthesis, synthesis_s: float = 0.0)
             f"loudness {levels.integrated_lufs:.1f} LUFS after encoding is off the {settings.target_lufs} LUFS target: "
             f"the take is too peaky to reach it under a {settings.true_peak_dbtp} dBTP ceiling"
         )
-    verification = verify_encoded(mp3, decoded, synthesis.sample_rate, payload)
     return FinishedClip(
         mp3=mp3,
         decoded=decoded,
@@ -118,19 +134,39 @@ def post_process(spec: ClipSpec, synthesis: Synthesis, synthesis_s: float = 0.0)
         true_peak_dbtp=round(levels.true_peak_dbtp, 2),
         synthesis_s=synthesis_s,
         post_s=time.perf_counter() - started,
-        watermark=verification,
         fallback=fallbacks.used(synthesis),
-        captions=_captions(spec, synthesis, levels.duration_s),
+        consent=consent if isinstance(consent := synthesis.details.get("consent"), dict) else None,
     )
 
 
-def _captions(spec: ClipSpec, synthesis: Synthesis, duration_s: float) -> bytes | None:
-    """WebVTT on the published timeline: trimming cut the lead-in silence and added the pad."""
-    if not synthesis.words:
-        return None
-    start, _ = speech_bounds(synthesis.samples, synthesis.sample_rate, spec.post.silence_floor_db)
-    moved = shift(synthesis.words, spec.post.pad_s - start / synthesis.sample_rate)
-    return webvtt(moved, spec.text, duration_s)
+def verify_watermark(spec: ClipSpec, clip: FinishedClip) -> FinishedClip:
+    """The clip with proof that its MP3 carries the mark post_process embedded; WatermarkError if not.
+
+    `publish` refuses a clip without this proof. Its time counts as post-processing.
+    """
+    started = time.perf_counter()
+    verification = verify_encoded(clip.mp3, clip.decoded, clip.sample_rate, payload_for(spec.content_key))
+    return replace(clip, watermark=verification, post_s=clip.post_s + time.perf_counter() - started)
+
+
+def with_captions(spec: ClipSpec, synthesis: Synthesis, clip: FinishedClip, heard: Sequence[WordTiming]) -> FinishedClip:
+    """The clip with captions of the script as written, timed on the published audio.
+
+    Times come from the engine's word timings when it gave them (moved: trimming cut the
+    lead-in silence and added the pad), else from the words the quality gate's recogniser
+    heard in the decoded take (`heard`, already on its timeline). With neither (an engine
+    without timings and the ASR check off) the clip has no captions.
+    """
+    if synthesis.words:
+        start, _ = speech_bounds(synthesis.samples, synthesis.sample_rate, spec.post.silence_floor_db)
+        words, timing = shift(synthesis.words, spec.post.pad_s - start / synthesis.sample_rate), "engine"
+    elif heard:
+        words, timing = list(heard), "aligned"
+    else:
+        return clip
+    first, last = speech_bounds(clip.decoded, clip.sample_rate, spec.post.silence_floor_db)
+    made = build(spec.script.words(), words, clip.duration_s, timing, (first / clip.sample_rate, last / clip.sample_rate))
+    return replace(clip, captions=made)
 
 
 def sidecar(spec: ClipSpec, clip: FinishedClip, context: RunContext) -> dict[str, Any]:
@@ -139,15 +175,17 @@ def sidecar(spec: ClipSpec, clip: FinishedClip, context: RunContext) -> dict[str
     A clip the fallback voice spoke carries that voice's engine and content key, and `fallback`.
     """
     planned_key = spec.content_key
-    spec = fallbacks.effective_spec(spec, clip.fallback)
+    spec = effective_spec(spec, clip.fallback)
     extra: dict[str, Any] = {}
     if clip.fallback:
         extra["fallback"] = {**clip.fallback, "planned_content_key": planned_key}
     if clip.qa is not None:
         extra["qa"] = clip.qa
+    if clip.consent is not None:
+        extra["consent"] = clip.consent
     if clip.captions is not None:
-        extra["captions"] = {"file": f"{spec.narration_id}.vtt", "bytes": len(clip.captions),
-                             "sha256": hashlib.sha256(clip.captions).hexdigest()}
+        extra["captions"] = {**clip.captions.record(spec.narration_id),
+                             "vtt_sha256": hashlib.sha256(clip.captions.vtt()).hexdigest()}
     return {
         **extra,
         "content_key": spec.content_key,
@@ -155,6 +193,7 @@ def sidecar(spec: ClipSpec, clip: FinishedClip, context: RunContext) -> dict[str
         "narration_id": spec.narration_id,
         "title": spec.title,
         "text_sha256": text_sha256(spec.text),
+        "text": spec.text,  # what the clip says: `narro train` learns from rendered courses
         "voice": spec.voice,
         "tier": spec.tier,
         "engine": {"name": clip.engine, **engine_kind(spec.engine_voice.engine).identity(spec.engine_voice)},
@@ -166,6 +205,7 @@ def sidecar(spec: ClipSpec, clip: FinishedClip, context: RunContext) -> dict[str
                 "bitrate_kbps": spec.post.bitrate_kbps},
         "manifest": {"path": context.manifest_path, "sha256": context.manifest_sha256},
         "run_id": context.run_id,
+        "worker": f"{socket.gethostname()}:{os.getpid()}",  # which process rendered it (cluster mode)
         "rendered_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "timings_s": {"synthesis": round(clip.synthesis_s, 3), "post": round(clip.post_s, 3)},
         "watermark": require_verified(clip.watermark, clip.mp3).as_dict(),
@@ -176,7 +216,9 @@ def sidecar(spec: ClipSpec, clip: FinishedClip, context: RunContext) -> dict[str
 def publish(store: Store, spec: ClipSpec, clip: FinishedClip, context: RunContext) -> dict[str, Any]:
     require_verified(clip.watermark, clip.mp3)  # nothing unverified reaches a store
     record = sidecar(spec, clip, context)
-    store.publish(spec.course, spec.narration_id, clip.mp3, record, captions=clip.captions)
+    captions = clip.captions
+    store.publish(spec.course, spec.narration_id, clip.mp3, record, captions=captions.vtt() if captions else None,
+                  srt=captions.srt() if captions else None)
     return record
 
 
@@ -195,7 +237,7 @@ def course_index(specs: list[ClipSpec], store: Store) -> dict[str, Any]:
             "content_key": record["content_key"],
             "current": record["content_key"] == spec.content_key,
             "fallback": (record.get("fallback") or {}).get("to"),
-            "captions": (record.get("captions") or {}).get("file"),
+            "captions": (record.get("captions") or {}).get("vtt"),
             "duration_s": record.get("duration_s"),
         })
     course = specs[0].course if specs else ""

@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
-from narro.catalogue import Catalogue
+from narro.catalogue import FAILED, RENDERED, AttemptState, Catalogue, ClipState
 from narro.plan import ClipSpec
-from narro.qa import QaSettings
+from narro.settings import QaSettings
 from narro.store import Store
 
 REPORT_NAME = "report.html"
@@ -96,10 +96,8 @@ def _cell(value: float | None, fmt: str, bad: bool = False) -> str:
     return f"<td{style}>{format(value, fmt)}</td>"
 
 
-def course_report(specs: list[ClipSpec], store: Store, catalogue: Catalogue,
-                  settings: QaSettings | None = None) -> str:
+def course_report(specs: list[ClipSpec], store: Store, catalogue: Catalogue, settings: QaSettings) -> str:
     """The HTML report of a course's clips as the store and the catalogue have them."""
-    settings = settings or QaSettings()
     rows = _rows(specs, store, catalogue)
     course = specs[0].course if specs else ""
     target = specs[0].post.target_lufs if specs else -16.0
@@ -142,10 +140,10 @@ td:nth-child(2),td:nth-child(3),td:nth-child(4),td.note,th{{text-align:left}} td
 """
 
 
-def write_course_report(specs: list[ClipSpec], store: Store, catalogue: Catalogue) -> None:
+def write_course_report(specs: list[ClipSpec], store: Store, catalogue: Catalogue, settings: QaSettings) -> None:
     """Render the report and store it beside the course as `{course}/report.html`."""
     if specs:
-        html = course_report(specs, store, catalogue, QaSettings.from_env())
+        html = course_report(specs, store, catalogue, settings)
         store.write_object(specs[0].course, REPORT_NAME, html.encode("utf-8"), "text/html; charset=utf-8")
 
 
@@ -166,4 +164,41 @@ def latest_qa(catalogue: Catalogue, course: str, ids: list[str] | None = None) -
             "take": metrics.get("take"), "takes_in_run": len(run), "passed": metrics.get("passed"),
             "failed": metrics.get("failed", []),
         }
+    return figures
+
+
+def _figures(attempt: AttemptState) -> dict[str, Any]:
+    metrics = attempt.metrics or {}
+    return {"attempt": attempt.number, "run_id": attempt.run_id, "wer": metrics.get("wer"), "wpm": metrics.get("wpm"),
+            "loudness_lufs": metrics.get("loudness_lufs"), "take": metrics.get("take"),
+            "passed": metrics.get("passed"), "failed": metrics.get("failed", []), "error": attempt.error}
+
+
+def published_and_failed(attempts: list[AttemptState], state: ClipState) -> tuple[AttemptState | None,
+                                                                                  AttemptState | None]:
+    """The attempt whose take is published, and the attempt that failed after it (either None).
+
+    The published take is the clip's last rendered attempt while the clip has audio in the store
+    (a later failed take never replaces it); the failed one is the last attempt, when it failed
+    after that (or when nothing was ever published).
+    """
+    rendered = [i for i, a in enumerate(attempts) if a.status == RENDERED]
+    published = rendered[-1] if rendered and state.published_key is not None else None
+    last = len(attempts) - 1
+    failed = last >= 0 and attempts[last].status == FAILED and (published is None or last > published)
+    return (attempts[published] if published is not None else None), (attempts[last] if failed else None)
+
+
+def published_qa(catalogue: Catalogue, course: str) -> dict[str, dict[str, Any]]:
+    """Per clip, the figures of the take now published, and of the attempt that failed after it.
+
+    `{"published": ..., "failed_after": ...}`, either None (see `published_and_failed`). Figures:
+    attempt, run_id, wer, wpm, loudness_lufs, take, passed, failed (check names), error.
+    """
+    history = catalogue.course_attempts(course)
+    figures: dict[str, dict[str, Any]] = {}
+    for state in catalogue.clips(course):
+        published, failed = published_and_failed(history.get(state.narration_id, []), state)
+        figures[state.narration_id] = {"published": _figures(published) if published else None,
+                                       "failed_after": _figures(failed) if failed else None}
     return figures

@@ -1,9 +1,10 @@
 """A store in an S3 bucket (AWS or any S3-compatible server), same layout as the local store.
 
-`s3://bucket/prefix` holds `{prefix}/{course}/{id}.mp3`, `{id}.vtt` (captions, when given),
+`s3://bucket/prefix` holds `{prefix}/{course}/{id}.mp3`, `{id}.vtt` and `{id}.srt` (captions, when given),
 `{id}.json` (the sidecar) and `{course}/index.json`. Credentials and region come from boto3's
-default chain (environment, shared profile, instance role); the endpoint from
-`NARRO_S3_ENDPOINT_URL` or `AWS_ENDPOINT_URL` (set by `narro render --endpoint-url`).
+default chain (environment, shared profile, instance role); the endpoint from the caller (the
+`s3.endpoint_url` setting, NARRO_S3_ENDPOINT_URL or `narro render --endpoint-url`), else from
+boto3's own chain (AWS_ENDPOINT_URL, the profile's endpoint_url), else AWS.
 
 Every object is sent with its Content-MD5, which S3 checks before it stores anything: a PUT is
 whole or absent. The MP3 goes first, captions next, the sidecar last: the sidecar is the commit
@@ -17,23 +18,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from narro.errors import StoreError
-from narro.store import INDEX_NAME, json_bytes
+from narro.layout import INDEX_NAME, json_bytes
 
-ENDPOINT_ENV = ("NARRO_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL")
 T = TypeVar("T")
 _MISSING = {"NoSuchKey", "404", "NotFound"}
-
-
-def _endpoint() -> str | None:
-    for name in ENDPOINT_ENV:
-        if os.environ.get(name):
-            return os.environ[name]
-    return None
 
 
 def _meta(metadata: dict[str, str], name: str) -> str | None:
@@ -54,7 +47,7 @@ class S3Store:
             raise StoreError(f"store '{url}': name a bucket, as in s3://bucket/prefix")
         self.url = f"s3://{bucket}/{prefix.strip('/')}".rstrip("/")
         self.bucket, self.prefix = bucket, prefix.strip("/")
-        self.endpoint_url = endpoint_url or _endpoint()
+        self.endpoint_url = endpoint_url
         try:
             import boto3
             from botocore.config import Config
@@ -129,11 +122,15 @@ class S3Store:
     # ------------------------------------------------------------------ the Store protocol
 
     def check(self) -> None:
-        """Fail now, with a clear reason, if the bucket cannot be reached or written."""
+        """Fail now, with a clear reason, if the bucket cannot be reached or read.
+
+        A listing under the prefix, not HeadBucket: a least-privilege worker may list only its
+        prefix (infra/iam/worker-policy.json), and HeadBucket needs ListBucket on the whole bucket.
+        """
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            self._client.head_bucket(Bucket=self.bucket)
+            self._client.list_objects_v2(Bucket=self.bucket, Prefix=f"{self.prefix}/" if self.prefix else "", MaxKeys=1)
         except (ClientError, BotoCoreError) as error:
             raise self._fail("open", "", error) from error
 
@@ -168,7 +165,7 @@ class S3Store:
         return key if isinstance(key, str) else None
 
     def publish(self, course: str, narration_id: str, mp3: bytes, sidecar: dict[str, Any], *,
-                captions: bytes | None = None) -> None:
+                captions: bytes | None = None, srt: bytes | None = None) -> None:
         expected = sidecar.get("mp3", {})
         digest = hashlib.sha256(mp3).hexdigest()
         if expected.get("bytes") != len(mp3) or expected.get("sha256") != digest:
@@ -181,11 +178,12 @@ class S3Store:
             "watermark": str(watermark.get("payload", "")),
         }
         self._put(self._key(course, f"{narration_id}.mp3"), mp3, "audio/mpeg", metadata)
-        if captions is not None:
-            self._put(self._key(course, f"{narration_id}.vtt"), captions, "text/vtt; charset=utf-8",
-                      {"content-key": metadata["content-key"], "narration-id": narration_id})
-        else:
-            self._delete(self._key(course, f"{narration_id}.vtt"))  # stale captions of an earlier take
+        for suffix, data, kind in (("vtt", captions, "text/vtt"), ("srt", srt, "application/x-subrip")):
+            if data is not None:
+                self._put(self._key(course, f"{narration_id}.{suffix}"), data, f"{kind}; charset=utf-8",
+                          {"content-key": metadata["content-key"], "narration-id": narration_id})
+            else:
+                self._delete(self._key(course, f"{narration_id}.{suffix}"))  # stale captions of an earlier take
         self._put(self._key(course, f"{narration_id}.json"), json_bytes(sidecar), "application/json",
                   {"content-key": metadata["content-key"], "narration-id": narration_id})
 
@@ -195,15 +193,46 @@ class S3Store:
     def write_object(self, course: str, name: str, data: bytes, content_type: str) -> None:
         self._put(self._key(course, name), data, content_type)
 
-    def read_index(self, course: str) -> dict[str, Any] | None:
-        data = self._get(self._key(course, INDEX_NAME))
-        return json.loads(data) if data is not None else None
+    def read_mp3(self, course: str, narration_id: str) -> bytes | None:
+        return self._get(self._key(course, f"{narration_id}.mp3"))
+
+    def mp3_path(self, course: str, narration_id: str) -> Path | None:
+        return None  # objects in a bucket are not files here
+
+    def write_once(self, course: str, name: str, data: bytes, content_type: str) -> None:
+        """A conditional PUT (If-None-Match: *): the server refuses it with 412 when the object exists.
+
+        AWS S3, MinIO and SeaweedFS honour the condition; a server that ignores it (rclone's) would
+        overwrite, which only unique names (narro.audit's) then prevent.
+        """
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        key = self._key(course, name)
+        md5 = base64.b64encode(hashlib.md5(data).digest()).decode("ascii")  # noqa: S324 (S3's integrity check)
+        try:
+            self._client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentMD5=md5, ContentType=content_type,
+                                    IfNoneMatch="*")
+        except ClientError as error:
+            if str(error.response.get("Error", {}).get("Code")) in ("PreconditionFailed", "412"):
+                raise StoreError(f"s3://{self.bucket}/{key} exists already: it is written once and never replaced") \
+                    from error
+            raise self._fail("write", key, error) from error
+        except BotoCoreError as error:
+            raise self._fail("write", key, error) from error
 
     def read_object(self, course: str, name: str) -> bytes | None:
         return self._get(self._key(course, name))
 
-    def read_mp3(self, course: str, narration_id: str) -> bytes | None:
-        return self._get(self._key(course, f"{narration_id}.mp3"))
+    def list_names(self, course: str, folder: str = "") -> list[str]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        base = self._key(course, "") + "/"
+        prefix = base + (folder.strip("/") + "/" if folder else "")
+        try:
+            pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+            return sorted(item["Key"][len(base):] for page in pages for item in page.get("Contents", []))
+        except (ClientError, BotoCoreError) as error:
+            raise self._fail("list", prefix, error) from error
 
     def audio_url(self, course: str, narration_id: str, expires_s: int = 3600) -> str:
         """A presigned GET for the clip's MP3, so a player streams it straight from the bucket."""

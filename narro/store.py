@@ -15,20 +15,26 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from narro.errors import StoreError
-
-INDEX_NAME = "index.json"
+from narro.layout import INDEX_NAME, json_bytes
 
 
 class Store(Protocol):
+    """What every store offers; narro's callers use nothing else (LocalStore, narro.s3store.S3Store)."""
+
     url: str
+
+    def check(self) -> None:
+        """Raise StoreError now, before any rendering, if clips could not be written here."""
+        ...
 
     def published_key(self, course: str, narration_id: str) -> str | None:
         """Content key of the clip published under this id, or None if absent or incomplete."""
         ...
 
     def publish(self, course: str, narration_id: str, mp3: bytes, sidecar: dict[str, Any], *,
-                captions: bytes | None = None) -> None:
-        """Write the MP3, then the WebVTT `captions` (if any) as `{id}.vtt`, then the sidecar last."""
+                captions: bytes | None = None, srt: bytes | None = None) -> None:
+        """Write the MP3, then the WebVTT `captions` and SubRip `srt` (if any) as `{id}.vtt` and `{id}.srt`,
+        then the sidecar last."""
         ...
 
     def read_sidecar(self, course: str, narration_id: str) -> dict[str, Any] | None: ...
@@ -37,6 +43,30 @@ class Store(Protocol):
 
     def write_object(self, course: str, name: str, data: bytes, content_type: str) -> None:
         """Write a course-level file beside the clips (e.g. `report.html`), whole or not at all."""
+        ...
+
+    def read_mp3(self, course: str, narration_id: str) -> bytes | None:
+        """The published MP3's bytes, or None if absent."""
+        ...
+
+    def mp3_path(self, course: str, narration_id: str) -> Path | None:
+        """The published MP3 as a file on this machine, or None if absent or not on a filesystem."""
+        ...
+
+    def audio_url(self, course: str, narration_id: str) -> str | None:
+        """A URL a browser can fetch the MP3 from without narro (a presigned GET), or None."""
+        ...
+
+    def write_once(self, course: str, name: str, data: bytes, content_type: str) -> None:
+        """Create a course-level object that is never replaced (the audit trail); StoreError if it exists."""
+        ...
+
+    def read_object(self, course: str, name: str) -> bytes | None:
+        """A course-level object's bytes, or None if absent."""
+        ...
+
+    def list_names(self, course: str, folder: str = "") -> list[str]:
+        """Names (relative to the course, '/'-separated, sorted) of every object under `{course}/{folder}`."""
         ...
 
 
@@ -85,16 +115,17 @@ class LocalStore:
         return data if isinstance(data, dict) else None
 
     def publish(self, course: str, narration_id: str, mp3: bytes, sidecar: dict[str, Any], *,
-                captions: bytes | None = None) -> None:
+                captions: bytes | None = None, srt: bytes | None = None) -> None:
         expected = sidecar.get("mp3", {})
         if expected.get("bytes") != len(mp3) or expected.get("sha256") != hashlib.sha256(mp3).hexdigest():
             raise StoreError(f"{course}/{narration_id}: sidecar does not describe the MP3 being published")
         folder = self._dir(course)
         _atomic_write(folder / f"{narration_id}.mp3", mp3)
-        if captions is not None:
-            _atomic_write(folder / f"{narration_id}.vtt", captions)
-        else:
-            (folder / f"{narration_id}.vtt").unlink(missing_ok=True)  # stale captions of an earlier take
+        for suffix, data in (("vtt", captions), ("srt", srt)):
+            if data is not None:
+                _atomic_write(folder / f"{narration_id}.{suffix}", data)
+            else:
+                (folder / f"{narration_id}.{suffix}").unlink(missing_ok=True)  # stale captions of an earlier take
         _atomic_write(folder / f"{narration_id}.json", json_bytes(sidecar))
 
     def write_index(self, course: str, index: dict[str, Any]) -> None:
@@ -103,19 +134,50 @@ class LocalStore:
     def write_object(self, course: str, name: str, data: bytes, content_type: str) -> None:
         _atomic_write(self._dir(course) / name, data)
 
-    def read_index(self, course: str) -> dict[str, Any] | None:
+    def read_mp3(self, course: str, narration_id: str) -> bytes | None:
+        path = self.mp3_path(course, narration_id)
         try:
-            return json.loads((self._dir(course) / INDEX_NAME).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            return path.read_bytes() if path is not None else None
+        except OSError:
             return None
 
-    def mp3_path(self, course: str, narration_id: str) -> Path:
-        return self._dir(course) / f"{narration_id}.mp3"
+    def mp3_path(self, course: str, narration_id: str) -> Path | None:
+        root = self.root.resolve()
+        path = (self._dir(course) / f"{narration_id}.mp3").resolve()
+        # Ids are slugs, but a path that resolves outside the store is never handed out.
+        return path if path.is_relative_to(root) and path.is_file() else None
 
+    def audio_url(self, course: str, narration_id: str) -> str | None:
+        return None  # a browser cannot read this folder: the dashboard serves the file itself
 
-def json_bytes(data: dict[str, Any]) -> bytes:
-    """How every store writes JSON objects: stable key order, UTF-8, one trailing newline."""
-    return (json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+    def write_once(self, course: str, name: str, data: bytes, content_type: str) -> None:
+        path = self._dir(course) / name
+        # Written whole under a temporary name, then linked to its own: a link never replaces a file.
+        _atomic_write(path.with_name(f".{path.name}.once"), data)
+        try:
+            os.link(path.with_name(f".{path.name}.once"), path)
+        except FileExistsError:
+            raise StoreError(f"{path} exists already: it is written once and never replaced") from None
+        except OSError as exc:
+            raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        finally:
+            path.with_name(f".{path.name}.once").unlink(missing_ok=True)
+
+    def read_object(self, course: str, name: str) -> bytes | None:
+        try:
+            return (self._dir(course) / name).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreError(f"cannot read {self._dir(course) / name}: {exc.strerror or exc}") from exc
+
+    def list_names(self, course: str, folder: str = "") -> list[str]:
+        base = self._dir(course)
+        top = base / folder if folder else base
+        if not top.is_dir():
+            return []
+        return sorted(path.relative_to(base).as_posix() for path in top.rglob("*")
+                      if path.is_file() and not path.name.startswith("."))
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -136,8 +198,11 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
-def open_store(url: str) -> Store:
-    """A store from a URL or path: a plain path or file:// URL is a local directory."""
+def open_store(url: str, endpoint_url: str | None = None) -> Store:
+    """A store from a URL or path: a plain path or file:// URL is a local directory.
+
+    `endpoint_url` (the `s3.endpoint_url` setting) is the S3-compatible server of an s3:// store.
+    """
     if "://" not in url:
         return LocalStore(Path(url).expanduser())
     scheme, _, rest = url.partition("://")
@@ -146,5 +211,5 @@ def open_store(url: str) -> Store:
     if scheme == "s3":
         from narro.s3store import S3Store
 
-        return S3Store(url)
+        return S3Store(url, endpoint_url)
     raise StoreError(f"unsupported store '{url}': use a directory path or s3://bucket/prefix")

@@ -78,7 +78,7 @@ def load_located(file: Path, what: str) -> LocatedYaml:
         # The reader rejects control characters as soon as it is built, so build it in here.
         loader = yaml.SafeLoader(text)
     except yaml.reader.ReaderError as exc:
-        line = text[: exc.position].count("\n") + 1
+        line: int | None = text[: exc.position].count("\n") + 1
         message = f"contains control character U+{exc.character:04X}, which YAML does not allow; remove it"
         raise ManifestError([Problem(file, line, what, message)]) from None
     try:
@@ -90,6 +90,8 @@ def load_located(file: Path, what: str) -> LocatedYaml:
         message = f"YAML syntax error: {exc.problem or exc.context}"
         if exc.problem and exc.context and exc.context_mark and exc.context_mark.line + 1 != line:
             message += f" ({exc.context} on line {exc.context_mark.line + 1})"
+        if _tab_indented(text, line) or "'\\t'" in (exc.problem or ""):
+            message += "; use spaces, not tabs, to indent YAML"
         raise ManifestError([Problem(file, line, what, message)]) from None
     except yaml.YAMLError as exc:
         raise ManifestError([Problem(file, None, what, f"YAML error: {exc}")]) from None
@@ -104,6 +106,15 @@ def load_located(file: Path, what: str) -> LocatedYaml:
     if duplicates:
         raise ManifestError(duplicates)
     return located
+
+
+def _tab_indented(text: str, line: int | None) -> bool:
+    """Whether the 1-based `line` of `text` has a tab in its indentation (YAML forbids it)."""
+    lines = text.splitlines()
+    if line is None or not 0 < line <= len(lines):
+        return False
+    row = lines[line - 1]
+    return "\t" in row[: len(row) - len(row.lstrip())]
 
 
 def _record_lines(node: yaml.Node, path: FieldPath, located: LocatedYaml, duplicates: list[Problem]) -> None:

@@ -20,6 +20,7 @@ def isolated_catalogue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """No test touches the user's catalogue."""
     url = f"sqlite:///{tmp_path / 'catalogue.db'}"
     monkeypatch.setenv("NARRO_CATALOGUE", url)
+    monkeypatch.setenv("NARRO_LOG_DIR", str(tmp_path / "logs"))  # nor the user's run logs
     return url
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import httpx
 
-from narro.engines import ENGINES, Engine, Synthesis, engine_for
+from narro.engines import ENGINES, Engine, EngineKind, Synthesis, engine_for
+from narro.errors import EngineUnavailable
 from narro.voices import EngineVoice
 from tests import doubles
 from tests.conftest import write_manifest
@@ -28,6 +29,10 @@ narrations:
   - id: outro
     title: Outro
     text: That is all for now. In the next lesson we will listen to a few voices and compare them.
+  - id: aside
+    title: Aside
+    voice: online
+    text: An aside for the curious. The online voice is away, so the offline voice reads it instead.
 """
 
 # `narrator` breaks on the marker word; `plain` is piper behind a gate, so a retry with it succeeds
@@ -41,24 +46,27 @@ voices:
   plain:
     description: Piper
     fast: {engine: gated, model: joe-us-medium}
+  online:
+    description: An online voice whose service never answers; piper speaks for it
+    fast: {engine: unreachable, model: online-voice, fallback: {engine: piper, model: joe-us-medium}}
 """
 
 GATE = threading.Event()
 GATE.set()
 
 
-class GatedKind:
+class GatedKind(EngineKind):
     """Piper that waits for GATE before speaking (open unless a test closes it)."""
 
     name = "gated"
 
-    @staticmethod
-    def identity(voice: EngineVoice) -> dict[str, object]:
+    @classmethod
+    def identity(cls, voice: EngineVoice) -> dict[str, object]:
         return {"engine": "gated", "model": voice.model}
 
-    @staticmethod
-    def load(voice: EngineVoice) -> Engine:
-        piper = engine_for(EngineVoice(engine="piper", model=voice.model))
+    @classmethod
+    def load(cls, voice: EngineVoice, settings: object) -> Engine:
+        piper = engine_for(EngineVoice(engine="piper", model=voice.model), settings)
 
         class Gated:
             def synthesize(self, text: str) -> Synthesis:
@@ -66,6 +74,29 @@ class GatedKind:
                 return piper.synthesize(text)
 
         return Gated()
+
+
+class UnreachableKind(EngineKind):
+    """An online voice whose service never answers (synthesis and probe alike): its fallback speaks."""
+
+    name = "unreachable"
+    WHY = "test service unreachable: no route to host"
+
+    @classmethod
+    def identity(cls, voice: EngineVoice) -> dict[str, object]:
+        return {"engine": "unreachable", "model": voice.model}
+
+    @classmethod
+    def load(cls, voice: EngineVoice, settings: object) -> Engine:
+        class Away:
+            def synthesize(self, text: str) -> Synthesis:
+                raise EngineUnavailable(UnreachableKind.WHY)
+
+        return Away()
+
+    @classmethod
+    def probe(cls, voice: EngineVoice, settings: object) -> None:
+        raise EngineUnavailable(cls.WHY)
 
 
 @dataclass
@@ -76,15 +107,17 @@ class Rendered:
 
 
 def render_course_once(folder: Path) -> Rendered:
-    """Write the course and render it through the real flow: intro and outro render, broken fails."""
+    """Write the course and render it through the real flow: intro and outro render, broken fails, and the
+    fallback voice speaks aside."""
     from flows.render_course import render_course
 
     ENGINES[doubles.BrokenOnMarkerKind.name] = doubles.BrokenOnMarkerKind
     ENGINES[GatedKind.name] = GatedKind
+    ENGINES[UnreachableKind.name] = UnreachableKind
     manifest = write_manifest(folder / "course", COURSE, VOICES)
     rendered = Rendered(manifest, str(folder / "store"), f"sqlite:///{folder / 'catalogue.db'}")
     summary = render_course(manifest=str(manifest), store=rendered.store, catalogue=rendered.catalogue)
-    assert summary["rendered"] == ["intro", "outro"] and list(summary["failed"]) == ["broken"], summary
+    assert summary["rendered"] == ["intro", "outro", "aside"] and list(summary["failed"]) == ["broken"], summary
     return rendered
 
 

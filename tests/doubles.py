@@ -2,30 +2,30 @@
 
 from __future__ import annotations
 
-from narro.engines import ENGINES, Synthesis, engine_for
+from narro.engines import ENGINES, EngineKind, Synthesis, engine_for
 from narro.errors import SynthesisError
 from narro.voices import EngineVoice
 
 FAIL_MARKER = "unspeakable"
 
 
-class BrokenOnMarkerKind:
+class BrokenOnMarkerKind(EngineKind):
     """Speaks with the real piper voice, but raises for any text containing FAIL_MARKER."""
 
     name = "broken-on-marker"
 
-    @staticmethod
-    def identity(voice: EngineVoice) -> dict[str, object]:
+    @classmethod
+    def identity(cls, voice: EngineVoice) -> dict[str, object]:
         return {"engine": "broken-on-marker", "model": voice.model}
 
-    @staticmethod
-    def load(voice: EngineVoice) -> "BrokenOnMarkerEngine":
-        return BrokenOnMarkerEngine(voice)
+    @classmethod
+    def load(cls, voice: EngineVoice, settings: object) -> BrokenOnMarkerEngine:
+        return BrokenOnMarkerEngine(voice, settings)
 
 
 class BrokenOnMarkerEngine:
-    def __init__(self, voice: EngineVoice):
-        self._piper = engine_for(EngineVoice(engine="piper", model=voice.model))
+    def __init__(self, voice: EngineVoice, settings: object):
+        self._piper = engine_for(EngineVoice(engine="piper", model=voice.model), settings)
 
     def synthesize(self, text: str) -> Synthesis:
         if FAIL_MARKER in text.lower():

@@ -14,6 +14,7 @@ from narro.engines import engine_for
 from narro.errors import AudioError
 from narro.plan import ClipSpec, content_key
 from narro.render import post_process, synthesize
+from narro.settings import Settings
 from narro.voices import EngineVoice
 
 RATE = 22050
@@ -33,7 +34,7 @@ def spec_for(text: str, post: PostSettings | None = None) -> ClipSpec:
 
 @pytest.fixture(scope="module")
 def piper_take():
-    synthesis, seconds = synthesize(spec_for(PARAGRAPH))
+    synthesis, seconds = synthesize(spec_for(PARAGRAPH), Settings())
     return synthesis, seconds
 
 
@@ -83,8 +84,8 @@ def test_silence_is_trimmed_to_the_pad(piper_take):
 
 def test_same_spec_gives_identical_mp3():
     spec = spec_for("Same words, same voice, same bytes.")
-    first = post_process(spec, *synthesize(spec))
-    second = post_process(spec, *synthesize(spec))
+    first = post_process(spec, *synthesize(spec, Settings()))
+    second = post_process(spec, *synthesize(spec, Settings()))
     assert first.mp3 == second.mp3
 
 
@@ -127,7 +128,7 @@ def test_silent_take_is_an_error_not_a_file():
 
 def test_engine_loads_once_per_process():
     voice = EngineVoice(engine="piper", model="joe-us-medium")
-    assert engine_for(voice) is engine_for(voice)
+    assert engine_for(voice, Settings()) is engine_for(voice, Settings())
 
 
 def test_encode_rejects_what_ffmpeg_cannot_decode():

@@ -19,6 +19,7 @@ from narro.dashboard import build_app
 from narro.dashboard.retry import RetryRequest
 from narro.dashboard.security import COOKIE, Guard, check_bind, is_loopback
 from narro.errors import DashboardError, ManifestError
+from narro.settings import DashboardSettings, QaSettings, Settings
 from narro.store import open_store
 from tests.dashboard_course import Rendered, render_course_once
 
@@ -84,17 +85,18 @@ def test_courses_page_counts(course: Rendered):
     assert page.status_code == 200
     row = re.search(r'href="/courses/dash-test".*?</tr>', page.text, re.S).group(0)  # type: ignore[union-attr]
     cells = re.findall(r'data-label="(\w[\w ]*)" class="num">(?:<a[^>]*>)?([\d:.?]+)', row)
-    assert dict(cells)["Rendered"] == "2" and dict(cells)["Failed"] == "1" and dict(cells)["Stale"] == "0"
+    # aside is stale: the fallback voice spoke it, not the voice the manifest asks for.
+    assert dict(cells)["Rendered"] == "3" and dict(cells)["Failed"] == "1" and dict(cells)["Stale"] == "1"
     assert "Dashboard test" in page.text
 
 
 def test_course_page_lists_clips_and_escapes_script_text(course: Rendered):
     page = client_for(course).get("/courses/dash-test").text
-    assert re.findall(r'<tr id="clip-([\w-]+)"', page) == ["intro", "broken", "outro"]
+    assert re.findall(r'<tr id="clip-([\w-]+)"', page) == ["intro", "broken", "outro", "aside"]
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert" not in page
     assert "Intro &lt;b&gt;bold&lt;/b&gt;" in page and "<b>bold" not in page
     assert "engine refused the text" in page  # last error shown
-    assert page.count("<audio") == 2  # the failed clip has nothing to play
+    assert page.count("<audio") == 3  # the failed clip has nothing to play
     assert 'src="/audio/dash-test/intro.mp3?v=' in page
 
 
@@ -102,7 +104,7 @@ def test_filters_and_search(course: Rendered):
     client = client_for(course)
     failed = client.get("/courses/dash-test?show=failed").text
     assert re.findall(r'<tr id="clip-([\w-]+)"', failed) == ["broken"]
-    assert re.findall(r'<tr id="clip-([\w-]+)"', client.get("/courses/dash-test?show=stale").text) == []
+    assert re.findall(r'<tr id="clip-([\w-]+)"', client.get("/courses/dash-test?show=stale").text) == ["aside"]
     found = client.get("/courses/dash-test", params={"q": "ALL FOR NOW"}).text
     assert re.findall(r'<tr id="clip-([\w-]+)"', found) == ["outro"]
 
@@ -111,10 +113,14 @@ def test_stale_against_the_current_manifest(course: Rendered):
     course.manifest.write_text(course.manifest.read_text().replace("Welcome to", "Hello and welcome to"))
     client = client_for(course)
     stale = client.get("/courses/dash-test?show=stale").text
-    assert re.findall(r'<tr id="clip-([\w-]+)"', stale) == ["intro"]
+    assert re.findall(r'<tr id="clip-([\w-]+)"', stale) == ["intro", "aside"]
+    assert 'title="Stale: text changed"' in stale  # the badge says why
     data = client.get("/courses/dash-test/clips.json").json()
-    assert data["counts"]["stale"] == 1
-    assert {c["narration_id"]: c["stale"] for c in data["clips"]} == {"intro": True, "broken": False, "outro": False}
+    assert data["counts"]["stale"] == 2
+    assert {c["narration_id"]: c["stale"] for c in data["clips"]} == {"intro": True, "broken": False, "outro": False,
+                                                                     "aside": True}
+    reasons = {c["narration_id"]: c["stale_reasons"] for c in data["clips"]}
+    assert reasons["intro"] == ["text changed"] and reasons["outro"] == []
 
 
 def point_sidecars_at(course: Rendered, manifest: Path) -> None:
@@ -141,14 +147,15 @@ def test_manifest_found_from_sidecars(course: Rendered):
     point_sidecars_at(course, course.manifest)
     course.manifest.write_text(course.manifest.read_text().replace("That is all", "That is everything"))
     client = client_for(course, manifests=[])
-    assert client.get("/courses/dash-test/clips.json").json()["counts"]["stale"] == 1
+    assert client.get("/courses/dash-test/clips.json").json()["counts"]["stale"] == 2
     assert 'id="retry-form"' in client.get("/courses/dash-test").text
 
 
 def test_rows_fragment_and_clip_json(course: Rendered):
     client = client_for(course)
     rows = client.get("/courses/dash-test/rows").text
-    assert rows.count("<tr id=") == 3 and 'id="live-counts"' in rows
+    assert rows.count("<tr id=") == 4 and 'id="live-counts"' in rows
+    assert 'id="voice-broken"' in rows  # each row's retry carries its own voice and tier
     state = client.get("/courses/dash-test/clips/broken/state.json").json()
     assert state["status"] == "failed" and state["busy"] is False
 
@@ -177,6 +184,43 @@ def test_audio_serves_catalogued_clips_only(course: Rendered):
     for sneaky in ("/audio/dash-test/..%2F..%2Fcatalogue.db.mp3", "/audio/..%2Fstore/intro.mp3",
                    "/audio/dash-test/%2e%2e.mp3", "/audio/dash-test/INTRO.mp3"):
         assert client.get(sneaky).status_code == 404, sneaky
+
+
+def test_the_fallback_voice_shows_with_its_reason(course: Rendered):
+    client = client_for(course)
+    row = re.search(r'<tr id="clip-aside".*?</tr>', client.get("/courses/dash-test").text, re.S).group(0)  # type: ignore[union-attr]
+    assert 'class="badge fallback" title="test service unreachable: no route to host"' in row
+    assert ">fallback voice</span>" in row
+    assert "Spoken by piper:joe-us-medium: test service unreachable: no route to host. Rendered again with online once " \
+           "its voice answers." in row
+    assert ('title="Stale: spoken by the fallback: piper:joe-us-medium spoke it: test service unreachable: '
+            'no route to host"') in row
+    page = client.get("/courses/dash-test/clips/aside").text
+    assert "Spoken by the fallback voice piper:joe-us-medium, not online: test service unreachable" in page
+
+
+def test_figures_are_the_published_takes_and_a_later_failure_is_apart(course: Rendered):
+    catalogue = Catalogue(course.catalogue)
+    published = catalogue.attempts("dash-test", "intro")[-1]
+    number = catalogue.mark_running("dash-test", "intro", "later")  # a re-render whose take failed the gate
+    catalogue.finish_attempt("dash-test", "intro", number, status="failed", error="wer: 90.0% of 17 words",
+                             metrics={"take": 1, "variant": "as asked", "wer": 0.9, "passed": False, "failed": ["wer"],
+                                      "qa": {"checks": {"wer": {"value": 0.9, "threshold": "<= 0.3", "passed": False,
+                                                                "reason": "90.0% of 17 words"}},
+                                             "transcript": "welcome to the dashboard west",
+                                             "script": "Welcome to the dashboard test."}})
+    catalogue.mark_failed("dash-test", "intro", "quality gate: no take passed: take 1 (as asked): wer: 90.0%", "later")
+    client = client_for(course)
+    row = re.search(r'<tr id="clip-intro".*?</tr>', client.get("/courses/dash-test").text, re.S).group(0)  # type: ignore[union-attr]
+    qa = re.search(r'data-label="QA" class="qa">(.*?)</td>', row, re.S).group(1)  # type: ignore[union-attr]
+    assert f"published take (attempt {published.number})" in qa and "passed</span> true" in qa
+    assert f'<span class="k">wer</span> {published.metrics["wer"]:.3f}' in qa  # type: ignore[index]
+    assert f"attempt {number} (failed)" in qa and "0.900" in qa
+    assert "Plays the take published before this failure." in row  # the player still plays the published take
+    page = client.get("/courses/dash-test/clips/intro").text
+    assert f"Failed attempt: attempt {number}" in page and f"Published take: attempt {published.number}" in page
+    assert "welcome to the dashboard <del>test</del> <ins>west</ins>" in page
+    assert '<td>&lt;= 0.3</td><td><span class="badge failed">failed</span></td><td>90.0% of 17 words</td>' in page
 
 
 # --- retry ---------------------------------------------------------------------------------
@@ -220,9 +264,14 @@ def test_retry_rejects_bad_requests(course: Rendered):
 def test_a_launch_that_fails_does_not_leave_clips_pending(course: Rendered):
     client = client_for(course, Launches(fail=True))
     answer = retry(client, ids="broken")
-    wait_for(lambda: Catalogue(course.catalogue).clip("dash-test", "broken").status == "failed")
-    assert "retry could not run: RuntimeError: no workers" in Catalogue(course.catalogue).clip("dash-test", "broken").last_error
+    catalogue = Catalogue(course.catalogue)
+    wait_for(lambda: catalogue.clip("dash-test", "broken").status == "failed")
+    assert "retry could not run: RuntimeError: no workers" in catalogue.clip("dash-test", "broken").last_error
     assert "retry could not run" in client.get(answer.headers["location"]).text
+    # The retry is in the clip's history as an attempt, with why it failed.
+    last = catalogue.attempts("dash-test", "broken")[-1]
+    assert last.status == "failed" and last.run_id == catalogue.clip("dash-test", "broken").run_id
+    assert "retry could not run" in (last.error or "")
 
 
 def test_retry_runs_the_flow_in_process(course: Rendered):
@@ -239,32 +288,42 @@ def test_retry_runs_the_flow_in_process(course: Rendered):
     assert history[0].status == "failed" and history[-1].status == "rendered"
     assert {a.run_id for a in history if a.status == "rendered"} == {state.run_id}
     assert client.get("/audio/dash-test/broken.mp3").status_code == 200
-    # The manifest still says `narrator`, so the retried clip is now stale against it.
-    assert client.get("/courses/dash-test/clips.json").json()["counts"]["stale"] == 1
+    # The manifest still says `narrator`, so the retried clip is now stale against it, and the page says why.
+    assert client.get("/courses/dash-test/clips.json").json()["counts"]["stale"] == 2
+    row = re.search(r'<tr id="clip-broken".*?</tr>', client.get("/courses/dash-test").text, re.S).group(0)  # type: ignore[union-attr]
+    assert "Retry override (voice plain): held until the next render of the manifest." in row
+    assert 'title="Stale: voice changed: plain → narrator"' in row
 
 
 def test_deployment_launcher_creates_a_flow_run(monkeypatch: pytest.MonkeyPatch):
-    """Unit test with Prefect's client mocked: the deployment path only creates a run."""
-    import prefect.deployments
+    """Unit test with the Prefect side mocked: the deployment path creates a run with the dashboard's settings.
+    tests/test_cluster.py runs it against a live server and worker."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    import narro.submit
     from flows import retry as retry_flows
 
     calls = []
-    monkeypatch.setattr(prefect.deployments, "run_deployment", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(narro.submit, "run_deployment_now", lambda name, parameters, **kwargs: calls.append(
+        {"name": name, "parameters": parameters, **kwargs}))
     request = RetryRequest("m.yaml", "store", "sqlite:///c.db", "run1", "course-a", ["x"], "plain", None)
-    monkeypatch.setenv("NARRO_RETRY_DEPLOYMENT", "render-course/narro")
-    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
-    launcher, mode = retry_flows.launcher_from_env()
+    settings = Settings(qa=QaSettings(max_takes=5),
+                        dashboard=DashboardSettings(token=TOKEN, retry_deployment="render-course/narro"))
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:4200/api"}):
+        launcher, mode = retry_flows.launcher_for(settings)
     launcher(request)
-    assert "render-course/narro" in mode
-    assert calls[0]["name"] == "render-course/narro" and calls[0]["timeout"] == 0
-    assert calls[0]["parameters"] == {"manifest": "m.yaml", "store": "store", "catalogue": "sqlite:///c.db",
-                                      "run_id": "run1", "only": ["x"], "voice": "plain", "tier": None}
-    monkeypatch.delenv("PREFECT_API_URL")
-    with pytest.raises(DashboardError, match="PREFECT_API_URL"):
-        retry_flows.launcher_from_env()
-    monkeypatch.delenv("NARRO_RETRY_DEPLOYMENT")
-    assert retry_flows.launcher_from_env()[0] is retry_flows.run_embedded
+    assert "render-course/narro" in mode and "http://127.0.0.1:4200/api" in mode
+    assert calls[0]["name"] == "render-course/narro" and calls[0]["timeout_s"] == narro.submit.PICKUP_TIMEOUT_S
+    parameters = calls[0]["parameters"]
+    assert {k: v for k, v in parameters.items() if k != "settings"} == {
+        "manifest": "m.yaml", "store": "store", "catalogue": "sqlite:///c.db", "run_id": "run1", "only": ["x"],
+        "voice": "plain", "tier": None}
+    # The settings travel as JSON (the Prefect API stores them), without the dashboard's token.
+    assert parameters["settings"]["qa"]["max_takes"] == 5 and TOKEN not in json.dumps(parameters["settings"])
+    with temporary_settings(updates={PREFECT_API_URL: None}), pytest.raises(DashboardError, match="PREFECT_API_URL"):
+        retry_flows.launcher_for(settings)
+    embedded, mode = retry_flows.launcher_for(Settings())
+    assert embedded.func is retry_flows.run_embedded and mode == "retries run in this process"
 
 
 def test_prepare_overrides_voice_for_chosen_clips(course: Rendered):
@@ -295,7 +354,7 @@ def test_cli_refuses_a_public_bind_without_a_token(monkeypatch: pytest.MonkeyPat
     assert result.exit_code == 2 and "NARRO_DASHBOARD_TOKEN" in result.output
     monkeypatch.setenv("NARRO_DASHBOARD_TOKEN", "short")
     result = CliRunner().invoke(main, ["dashboard", "--host", "0.0.0.0"])
-    assert result.exit_code == 2 and "too short" in result.output
+    assert result.exit_code == 2 and "NARRO_DASHBOARD_TOKEN: expected a secret of at least 12" in result.output
 
 
 def test_state_changes_need_session_and_csrf(course: Rendered):

@@ -52,6 +52,14 @@ def test_filter_play_and_retry(dashboard: ServerThread, browser) -> None:  # noq
     page.goto(dashboard.url + "/")
     page.get_by_role("link", name="dash-test").click()
     expect(page.locator("#clip-broken .badge.failed")).to_be_visible()
+    # The fallback voice shows, with its reason, and the stale badge says why it is stale.
+    aside = page.locator("#clip-aside")
+    expect(aside.locator(".badge.fallback")).to_have_text("fallback voice")
+    expect(aside).to_contain_text("Spoken by piper:joe-us-medium: test service unreachable: no route to host")
+    expect(aside.locator(".badge.stale")).to_have_attribute("title", re.compile("^Stale: spoken by the fallback: "
+                                                                                "piper:joe-us-medium spoke it"))
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 1280, f"the course page is {width}px wide in a 1280px window"
     page.screenshot(path=str(ARTIFACTS / "dashboard-course.png"), full_page=True)
 
     # Play a rendered clip: the audio element loads the MP3 and knows its length.
@@ -70,7 +78,10 @@ def test_filter_play_and_retry(dashboard: ServerThread, browser) -> None:  # noq
     expect(page.locator("#clip-broken")).to_contain_text("engine refused the text")
     expect(page.locator("#clip-broken")).to_contain_text("<script>alert(1)</script>")  # shown as text, not run
 
-    page.select_option("#voice", "plain")
+    row = page.locator("#clip-broken")
+    row.get_by_text("Voice, tier").click()  # the override sits with the row's own retry
+    expect(row.get_by_text("Held until the next render of the manifest.")).to_be_visible()
+    page.select_option("#voice-broken", "plain")
     GATE.clear()  # hold the retry's synthesis until the page has shown the clip waiting
     try:
         page.get_by_role("button", name="Retry broken").click()
@@ -83,7 +94,8 @@ def test_filter_play_and_retry(dashboard: ServerThread, browser) -> None:  # noq
     # No reload from here on: the live update swaps the row when the flow has rendered it.
     expect(page.locator("#clip-broken .badge.rendered")).to_be_visible(timeout=120_000)
     expect(page.locator("#clip-broken audio")).to_have_count(1)
-    expect(page.locator("#counts")).to_contain_text("3 rendered")
+    expect(page.locator("#counts")).to_contain_text("4 rendered")
+    expect(page.locator("#clip-broken")).to_contain_text("Retry override (voice plain): held until the next render")
     assert page.evaluate("window.stillTheSamePage") is True  # updated in place, not reloaded
     page.screenshot(path=str(ARTIFACTS / "dashboard-retried.png"), full_page=True)
     assert console_errors == []

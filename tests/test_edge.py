@@ -12,11 +12,13 @@ from click.testing import CliRunner
 from narro import captions
 from narro.audio import PostSettings
 from narro.cli import main
-from narro.engines import WordTiming, edge, engine_for
+from narro.engines import WordTiming, edge, engine_for, set_rate_gate
 from narro.engines import fallback as fallbacks
 from narro.errors import EngineUnavailable
-from narro.plan import ClipSpec, content_key
+from narro.plan import ClipSpec, content_key, effective_spec
 from narro.render import synthesize
+from narro.settings import EdgeSettings, Settings
+from narro.text import speech
 from narro.voices import EngineVoice
 from tests.edge_emulator import EdgeEmulator
 
@@ -32,31 +34,45 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+FAST_RETRIES = {"retries": 3, "backoff_s": 0.01, "backoff_max_s": 0.05}
+
+
+def settings_for(wss_url: str, voices_url: str, **edge_settings: float) -> Settings:
+    """The settings a run against this endpoint gets: retries fast enough for tests."""
+    return Settings(edge=EdgeSettings(wss_url=wss_url, voices_url=voices_url, **{**FAST_RETRIES, **edge_settings}))
+
+
 @pytest.fixture
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fast retries for commands run through the CLI (which builds its settings from the environment)."""
     monkeypatch.setenv("NARRO_EDGE_RETRIES", "3")
     monkeypatch.setenv("NARRO_EDGE_BACKOFF_S", "0.01")
     monkeypatch.setenv("NARRO_EDGE_BACKOFF_MAX_S", "0.05")
     edge.reset_unreachable()
-    edge.set_request_gate(None)
+    set_rate_gate(None)
     yield
     edge.reset_unreachable()
-    edge.set_request_gate(None)
+    set_rate_gate(None)
 
 
 @pytest.fixture
 def service(monkeypatch: pytest.MonkeyPatch, fast_retries: None) -> Iterator[EdgeEmulator]:
     with EdgeEmulator() as emulator:
-        monkeypatch.setenv("NARRO_EDGE_WSS_URL", emulator.url)
+        monkeypatch.setenv("NARRO_EDGE_WSS_URL", emulator.url)  # for `narro voices`
         monkeypatch.setenv("NARRO_EDGE_VOICES_URL", emulator.voices_url)
         yield emulator
 
 
 @pytest.fixture
-def nothing_listening(monkeypatch: pytest.MonkeyPatch, fast_retries: None) -> None:
+def settings(service: EdgeEmulator) -> Settings:
+    return settings_for(service.url, service.voices_url)
+
+
+@pytest.fixture
+def nothing_listening(fast_retries: None) -> Settings:
     port = free_port()
-    monkeypatch.setenv("NARRO_EDGE_WSS_URL", f"ws://127.0.0.1:{port}/edge/v1?TrustedClientToken=x")
-    monkeypatch.setenv("NARRO_EDGE_VOICES_URL", f"http://127.0.0.1:{port}/voices/list?x=1")
+    return settings_for(f"ws://127.0.0.1:{port}/edge/v1?TrustedClientToken=x",
+                        f"http://127.0.0.1:{port}/voices/list?x=1")
 
 
 def spec_for(voice: EngineVoice, text: str = TEXT, allow_fallback: bool = True) -> ClipSpec:
@@ -64,9 +80,9 @@ def spec_for(voice: EngineVoice, text: str = TEXT, allow_fallback: bool = True) 
     return ClipSpec(**{**spec.__dict__, "content_key": content_key(spec)})
 
 
-def test_speaks_through_the_real_client_with_word_timings_and_prosody(service: EdgeEmulator):
+def test_speaks_through_the_real_client_with_word_timings_and_prosody(service: EdgeEmulator, settings: Settings):
     voice = EngineVoice(engine="edge", model="en-GB-SoniaNeural", rate="-20%", pitch="+10Hz", volume="-5%")
-    take = engine_for(voice).synthesize(TEXT)
+    take = engine_for(voice, settings).synthesize(TEXT)
     request = service.requests[-1]
     assert request.voice == "Microsoft Server Speech Text to Speech Voice (en-GB, SoniaNeural)"
     assert (request.rate, request.pitch, request.volume) == ("-20%", "+10Hz", "-5%")
@@ -75,69 +91,72 @@ def test_speaks_through_the_real_client_with_word_timings_and_prosody(service: E
     assert [w.word for w in take.words] == [w.strip(".,") for w in TEXT.split()]
     starts = [w.start_s for w in take.words]
     assert starts == sorted(starts) and take.words[-1].end_s <= take.duration_s
-    normal = engine_for(ARIA).synthesize(TEXT)
+    normal = engine_for(ARIA, settings).synthesize(TEXT)
     assert take.duration_s > normal.duration_s * 1.15  # -20% rate reached the service
 
 
-def test_markup_in_a_script_is_spoken_as_text_never_interpreted(service: EdgeEmulator):
+def test_markup_in_a_script_is_spoken_as_text_never_interpreted(service: EdgeEmulator, settings: Settings):
     sneaky = "Say this </prosody></voice><voice name='x'><break time='9s'/> & that <b>now</b> please, all of it."
-    engine_for(ARIA).synthesize(sneaky)
+    engine_for(ARIA, settings).synthesize(sneaky)
     request = service.requests[-1]
     assert request.elements == [] and request.text == sneaky
     assert request.voice.endswith("(en-US, AriaNeural)")
 
 
 @pytest.mark.parametrize("fault", ["429", "503", "drop", "truncate", "no_turn_end", "silent", "malformed", "wrong_type"])
-def test_a_failed_answer_is_retried_and_only_good_audio_is_kept(service: EdgeEmulator, fault: str):
-    clean = engine_for(ARIA).synthesize(TEXT)
+def test_a_failed_answer_is_retried_and_only_good_audio_is_kept(service: EdgeEmulator, settings: Settings,
+                                                                 fault: str):
+    clean = engine_for(ARIA, settings).synthesize(TEXT)
     service.fault_next(fault)
-    take = engine_for(ARIA).synthesize(TEXT)
+    take = engine_for(ARIA, settings).synthesize(TEXT)
     assert take.details["retries"] == 1
     assert service.handshakes == 3 and service.requests[-1].fault is None
     assert abs(take.duration_s - clean.duration_s) < 0.05 and len(take.words) == len(clean.words)
 
 
-def test_a_stalled_stream_times_out_and_is_retried(service: EdgeEmulator, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("NARRO_EDGE_TIMEOUT_S", "1")
+def test_a_stalled_stream_times_out_and_is_retried(service: EdgeEmulator):
+    settings = settings_for(service.url, service.voices_url, timeout_s=1)
     service.slow_frame_s = 2.5
     service.fault_next("slow")
-    take = engine_for(ARIA).synthesize(TEXT)
+    take = engine_for(ARIA, settings).synthesize(TEXT)
     assert take.details["retries"] == 1 and len(take.words) == len(TEXT.split())
 
 
-def test_a_service_that_keeps_refusing_means_fallback_recorded_or_a_clear_failure(service: EdgeEmulator):
+def test_a_service_that_keeps_refusing_means_fallback_recorded_or_a_clear_failure(service: EdgeEmulator,
+                                                                                  settings: Settings):
     service.rates = {"429": 1.0}
-    take, _ = synthesize(spec_for(ARIA_WITH_FALLBACK))
+    take, _ = synthesize(spec_for(ARIA_WITH_FALLBACK), settings)
     assert take.engine.startswith("piper-") and take.words is None
     record = fallbacks.used(take)
     assert record is not None and record["from"] == "edge:en-US-AriaNeural" and record["to"] == "piper:joe-us-medium"
     assert "keeps failing" in record["reason"] and "429" in record["reason"]
     assert service.handshakes == 4  # first try + 3 retries
     with pytest.raises(EngineUnavailable, match=r"429.*fallback: false"):
-        synthesize(spec_for(ARIA_WITH_FALLBACK, allow_fallback=False))
+        synthesize(spec_for(ARIA_WITH_FALLBACK, allow_fallback=False), settings)
     with pytest.raises(EngineUnavailable, match="keeps failing"):
-        synthesize(spec_for(ARIA))  # no fallback voice in the registry
+        synthesize(spec_for(ARIA), settings)  # no fallback voice in the registry
 
 
-def test_an_unreachable_service_falls_back_and_later_clips_skip_the_wait(nothing_listening: None):
-    take, _ = synthesize(spec_for(ARIA_WITH_FALLBACK))
+def test_an_unreachable_service_falls_back_and_later_clips_skip_the_wait(nothing_listening: Settings):
+    settings = nothing_listening
+    take, _ = synthesize(spec_for(ARIA_WITH_FALLBACK), settings)
     assert "unreachable" in fallbacks.used(take)["reason"]  # type: ignore[index]
     with pytest.raises(EngineUnavailable, match="unreachable"):
-        engine_for(ARIA).synthesize(TEXT)
+        engine_for(ARIA, settings).synthesize(TEXT)
 
 
 def test_fallback_clips_are_published_under_the_key_of_the_voice_that_spoke():
     spec = spec_for(ARIA_WITH_FALLBACK)
-    actual = fallbacks.effective_spec(spec, {"to": "piper:joe-us-medium"})
+    actual = effective_spec(spec, {"to": "piper:joe-us-medium"})
     assert actual.content_key != spec.content_key
     assert actual.content_key == spec_for(PIPER).content_key
-    assert fallbacks.effective_spec(spec, None) is spec
+    assert effective_spec(spec, None) is spec
 
 
-def test_a_long_script_is_split_at_sentences_and_joined_without_seams(service: EdgeEmulator):
+def test_a_long_script_is_split_at_sentences_and_joined_without_seams(service: EdgeEmulator, settings: Settings):
     sentences = [f"This is sentence number {i} of a long lesson, and it carries on a while." for i in range(60)]
     text = " ".join(sentences)
-    take = engine_for(ARIA).synthesize(text)
+    take = engine_for(ARIA, settings).synthesize(text)
     parts = take.details["parts"]
     assert parts == len(edge.split_text(text)) >= 3 and len(service.requests) == parts
     assert all(len(r.text) <= edge.MAX_PART_CHARS and r.text.endswith(".") for r in service.requests)
@@ -161,9 +180,10 @@ def test_split_text_keeps_sentences_whole_and_cuts_only_overlong_ones():
 def test_captions_are_webvtt_with_script_punctuation_escaped_and_sentence_cues():
     words = [WordTiming("Tom", 0.3, 0.5), WordTiming("Jerry", 0.6, 0.9), WordTiming("said", 1.0, 1.2),
              WordTiming("hi", 1.3, 1.5), WordTiming("Then", 2.0, 2.2), WordTiming("left", 2.3, 2.6)]
-    vtt = captions.webvtt(words, "Tom & <Jerry> said hi. Then left!", duration_s=2.5).decode()
+    vtt = captions.build(speech("Tom & <Jerry> said hi. Then left!").words(), words, 2.5, "engine").vtt().decode()
     assert vtt.startswith("WEBVTT\n\n1\n00:00:00.300 --> 00:00:01.500\nTom &amp; &lt;Jerry&gt; said hi.\n")
-    assert "2\n00:00:02.000 --> 00:00:02.500\nThen left!\n" in vtt  # clamped to the audio
+    # Clamped to the audio, and shown from earlier so that it stays up the minimum 1 s.
+    assert "2\n00:00:01.500 --> 00:00:02.500\nThen left!\n" in vtt
     moved = captions.shift(words, -0.4)
     assert moved[0].start_s == 0.0 and moved[1].start_s == pytest.approx(0.2)
 

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from narro.catalogue import Catalogue
 from narro.cli import main
-from narro.engines import ENGINES, Synthesis, engine_for
+from narro.engines import ENGINES, EngineKind, Synthesis, engine_for
 from narro.voices import EngineVoice
 from tests import doubles
 from tests.conftest import write_manifest
@@ -51,8 +51,9 @@ def test_one_failing_clip_does_not_stop_the_others(course: Path, tmp_path: Path,
     assert result.exit_code == 1, result.output
     assert "two" in result.output and "engine refused the text" in result.output
     folder = store / "flow-test"
-    assert sorted(p.name for p in folder.iterdir()) == ["index.json", "one.json", "one.mp3", "report.html", "three.json",
-                                                           "three.mp3"]
+    assert sorted(p.name for p in folder.iterdir()) == ["index.json", "one.json", "one.mp3", "one.srt", "one.vtt",
+                                                           "report.html", "three.json", "three.mp3", "three.srt",
+                                                           "three.vtt"]
     index = json.loads((folder / "index.json").read_text())
     assert [clip["id"] for clip in index["clips"]] == ["one", "three"]
     states = {c.narration_id: c for c in Catalogue(isolated_catalogue).clips("flow-test")}
@@ -68,6 +69,8 @@ def test_rerender_does_only_failed_and_changed_clips(course: Path, tmp_path: Pat
     course.write_text(COURSE.replace("is unspeakable for the test engine", "is fine now"), encoding="utf-8")
     result = render(str(course), "--store", str(store))
     assert result.exit_code == 0, result.output
+    assert "1 to render (1 text changed), 2 unchanged" in result.output
+    assert "3/3 1 done 0 failed 2 cached" in result.output  # the bar counts the whole course
     assert (store / "flow-test" / "two.mp3").is_file()
     assert (store / "flow-test" / "one.mp3").stat().st_mtime_ns == one_before
     states = {c.narration_id: c for c in Catalogue(isolated_catalogue).clips("flow-test")}
@@ -96,7 +99,7 @@ def test_status_reports_what_the_catalogue_knows(course: Path, tmp_path: Path):
     assert "rendered" in table.output and "failed" in table.output
 
 
-class CountingKind:
+class CountingKind(EngineKind):
     """Piper behind a counter of simultaneous calls, to observe the concurrency cap."""
 
     name = "counting"
@@ -104,13 +107,13 @@ class CountingKind:
     active = 0
     peak = 0
 
-    @staticmethod
-    def identity(voice: EngineVoice) -> dict[str, object]:
+    @classmethod
+    def identity(cls, voice: EngineVoice) -> dict[str, object]:
         return {"engine": "counting"}
 
-    @staticmethod
-    def load(voice: EngineVoice):
-        piper = engine_for(EngineVoice(engine="piper", model="joe-us-medium"))
+    @classmethod
+    def load(cls, voice: EngineVoice, settings: object):
+        piper = engine_for(EngineVoice(engine="piper", model="joe-us-medium"), settings)
 
         class Counting:
             def synthesize(self, text: str) -> Synthesis:

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from narro import heal
+from narro import clip, heal
 from narro.catalogue import Catalogue
 from narro.cli import main
 from narro.engines import ENGINES, Synthesis, engine_for
+from narro.engines.piper import PiperKind
 from narro.manifest import load_course
 from narro.plan import plan
-from narro.qa import QaSettings
+from narro.settings import Settings
 from narro.voices import EngineVoice
 from tests.conftest import write_manifest
 
@@ -22,25 +24,27 @@ TEXT = ("A neural audio codec learns to compress sound into a short list of numb
         "into frames, about 75 of them every second. Those entries are called tokens.")
 
 
-class FirstTakeCutKind:
-    """Speaks with piper, but its first take of each text is cut in half; `always` cuts every take."""
+class FirstTakeCutKind(PiperKind):
+    """Speaks with piper (its options and pace variants too), but its first take of each text is cut in
+    half; `always` cuts every take."""
 
     name = "first-take-cut"
     seen: set[str] = set()
     always = False
 
-    @staticmethod
-    def identity(voice: EngineVoice) -> dict[str, object]:
-        return {"engine": "first-take-cut", "model": voice.model, "length_scale": voice.length_scale}
+    @classmethod
+    def identity(cls, voice: EngineVoice) -> dict[str, object]:
+        return {"engine": "first-take-cut", "model": voice.model, "length_scale": cls.options(voice).length_scale}
 
-    @staticmethod
-    def load(voice: EngineVoice) -> FirstTakeCutEngine:
-        return FirstTakeCutEngine(voice)
+    @classmethod
+    def load(cls, voice: EngineVoice, settings: Settings) -> FirstTakeCutEngine:
+        return FirstTakeCutEngine(voice, settings)
 
 
 class FirstTakeCutEngine:
-    def __init__(self, voice: EngineVoice):
-        self._piper = engine_for(EngineVoice(engine="piper", model=voice.model, length_scale=voice.length_scale))
+    def __init__(self, voice: EngineVoice, settings: Settings):
+        piper = EngineVoice(engine="piper", model=voice.model, length_scale=PiperKind.options(voice).length_scale)
+        self._piper = engine_for(piper, settings)
 
     def synthesize(self, text: str) -> Synthesis:
         take = self._piper.synthesize(text)
@@ -78,6 +82,10 @@ narrations:
 """
 
 
+# One take's steps as plain calls: synthesise, post-process, watermark, check.
+STEPS = functools.partial(clip.make_take, settings=Settings())
+
+
 def spec_in(folder: Path):
     return plan(load_course(write_manifest(folder, COURSE, VOICES)))[0]
 
@@ -87,28 +95,27 @@ def test_take_plan_order():
     edge = EngineVoice(engine="edge", model="en-US-GuyNeural", fallback=piper)
     plans = heal.take_plan(edge, 4)
     assert [(p.variant, p.fallback) for p in plans] == [
-        ("as asked", False), ("pace x1.04", False), ("fallback", True), ("fallback, pace x1.04", True)]
-    assert plans[1].voice.length_scale == 1.04 and plans[3].voice.fallback.length_scale == 1.04
+        ("as asked", False), ("rate -4%", False), ("fallback", True), ("fallback, pace x1.04", True)]
+    assert plans[1].voice.rate == "-4%" and plans[3].voice.fallback.length_scale == 1.04
     assert [p.variant for p in heal.take_plan(piper, 3)] == ["as asked", "pace x1.04", "pace x0.96"]
-    assert [p.variant for p in heal.take_plan(edge, 3, allow_fallback=False)] == ["as asked", "pace x1.04", "pace x0.96"]
+    assert [p.variant for p in heal.take_plan(edge, 3, allow_fallback=False)] == ["as asked", "rate -4%", "rate +4%"]
 
 
 def test_a_failing_first_take_is_remade_with_a_varied_pace(flaky, tmp_path: Path):
     spec = spec_in(tmp_path)
     recorded: list[heal.Take] = []
-    outcome = heal.heal(spec, 3, lambda s, p, r: heal.run_take(s, p, r, heal.plain_steps(QaSettings())),
-                        on_take=recorded.append)
+    outcome = heal.heal(spec, 3, lambda s, p, r: heal.run_take(s, p, r, STEPS), on_take=recorded.append)
     assert [t.passed for t in outcome.takes] == [False, True] and recorded == outcome.takes
     first, second = outcome.takes
     assert {"speech_rate", "tail"} <= set(first.metrics["failed"])
     assert outcome.chosen is second
-    assert second.metrics["variant"] == "pace x1.04" and second.metrics["length_scale"] == 1.04
+    assert second.metrics["variant"] == "pace x1.04" and second.metrics["options"] == {"length_scale": 1.04}
     assert second.metrics["wer"] < 0.2
 
 
 def test_the_fallback_voice_speaks_when_every_own_take_fails(flaky, tmp_path: Path):
     flaky.always = True
-    outcome = heal.heal(spec_in(tmp_path), 3, lambda s, p, r: heal.run_take(s, p, r, heal.plain_steps(QaSettings())))
+    outcome = heal.heal(spec_in(tmp_path), 3, lambda s, p, r: heal.run_take(s, p, r, STEPS))
     assert [(t.plan.variant, t.passed) for t in outcome.takes] == [
         ("as asked", False), ("pace x1.04", False), ("fallback", True)]
     clip = outcome.chosen.result

@@ -43,7 +43,7 @@ def sidecar_for(mp3: bytes, key: str = "k" * 64) -> dict:
 
 def test_publish_writes_objects_with_metadata_and_checksums(s3_env: S3Server):
     s3_env.bucket("unit")
-    store = open_store("s3://unit/pre/fix")
+    store = open_store("s3://unit/pre/fix", s3_env.endpoint)
     assert isinstance(store, S3Store)
     store.check()
     mp3 = b"\xff\xfb" + bytes(range(256)) * 10
@@ -71,7 +71,7 @@ def test_publish_writes_objects_with_metadata_and_checksums(s3_env: S3Server):
 
 def test_bad_checksum_is_refused_by_the_server(s3_env: S3Server):
     s3_env.bucket("unit")
-    store = S3Store("s3://unit")
+    store = S3Store("s3://unit", s3_env.endpoint)
     from botocore.exceptions import ClientError
 
     with pytest.raises(ClientError, match="BadDigest"):
@@ -79,12 +79,13 @@ def test_bad_checksum_is_refused_by_the_server(s3_env: S3Server):
     assert not (s3_env.root / "unit/x.bin").exists()
 
 
-EXPECTED = sorted(["index.json"] + [f"{n}.{e}" for n in ("one", "two", "three") for e in ("mp3", "json")])
+# Every clip has captions (piper gives no word timings: they come from the gate's ASR pass).
+EXPECTED = sorted(["index.json"] + [f"{n}.{e}" for n in ("one", "two", "three") for e in ("mp3", "json", "vtt", "srt")])
 
 
 def clip_objects(folder: Path) -> list[str]:
     """Clip objects, the index and anything partial (other features may add reports beside them)."""
-    return sorted(p.name for p in folder.iterdir() if p.suffix in (".mp3", ".json", ".vtt", ".part", ".tmp")
+    return sorted(p.name for p in folder.iterdir() if p.suffix in (".mp3", ".json", ".vtt", ".srt", ".part", ".tmp")
                   or p.name.startswith("."))
 
 

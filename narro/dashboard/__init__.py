@@ -10,29 +10,33 @@ from pathlib import Path
 from narro.catalogue import Catalogue
 from narro.dashboard.overview import Manifests
 from narro.dashboard.retry import Launcher
-from narro.dashboard.security import Guard, check_bind, is_loopback, token_from_env
+from narro.dashboard.security import Guard, check_bind, is_loopback
+from narro.settings import Settings
 from narro.store import open_store
 
 __all__ = ["build_app", "serve"]
 
 
-def build_app(catalogue_url: str | None, store_url: str, manifests: list[Path], launcher: Launcher, *,
-              host: str = "127.0.0.1", token: str | None = None, mode: str = ""):  # noqa: ANN201 (Starlette)
+def build_app(catalogue_url: str, store_url: str, manifests: list[Path], launcher: Launcher, *,
+              host: str = "127.0.0.1", token: str | None = None, mode: str = "",
+              endpoint_url: str | None = None):  # noqa: ANN201 (Starlette)
     """The dashboard app over a catalogue and store, watching `manifests` (files or folders) for staleness."""
     from narro.dashboard.app import create_app
 
     check_bind(host, token)
     guard = Guard(token, loopback_only=token is None)
-    return create_app(Catalogue(catalogue_url), open_store(store_url), Manifests(manifests), launcher, guard, mode)
+    return create_app(Catalogue(catalogue_url), open_store(store_url, endpoint_url), Manifests(manifests), launcher,
+                      guard, mode)
 
 
-def serve(catalogue_url: str | None, store_url: str, manifests: list[Path], launcher: Launcher, *,
+def serve(settings: Settings, store_url: str, manifests: list[Path], launcher: Launcher, *,
           host: str = "127.0.0.1", port: int = 8080, mode: str = "") -> None:
-    """Run the dashboard until interrupted. Raises DashboardError for an unsafe bind."""
+    """Run the dashboard until interrupted, with the CLI's settings. Raises DashboardError for an unsafe bind."""
     import uvicorn
 
-    token = token_from_env()
-    app = build_app(catalogue_url, store_url, manifests, launcher, host=host, token=token, mode=mode)
+    secret = settings.dashboard.token
+    app = build_app(settings.catalogue.url, store_url, manifests, launcher, host=host, mode=mode,
+                    token=secret.get_secret_value() if secret else None, endpoint_url=settings.s3.endpoint_url)
     uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False,
                 proxy_headers=False, access_log=False)
     app.state.dashboard.retries.shutdown(wait=False)

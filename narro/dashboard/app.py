@@ -19,13 +19,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from narro.batch import override
 from narro.catalogue import FAILED, Catalogue
+from narro.consent import standing
 from narro.dashboard import overview
 from narro.dashboard.retry import Launcher, Retries
 from narro.dashboard.security import COOKIE, CSRF_FIELD, CSRF_HEADER, Guard
@@ -33,6 +34,7 @@ from narro.dashboard.waveform import waveform_svg
 from narro.errors import DashboardError, ManifestError, NarroError
 from narro.store import Store
 from narro.voices import TIERS
+from narro.wer import differences
 
 HERE = Path(__file__).parent
 SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
@@ -52,13 +54,15 @@ class Dashboard:
     retries: Retries
     guard: Guard
     mode: str = ""
+    sidecars: overview.Sidecars | None = None
 
 
 def templates() -> Jinja2Templates:
     env = Jinja2Templates(directory=str(HERE / "templates"))
     env.env.autoescape = True
-    env.env.filters.update(minutes=_minutes, number=_number, when=_when, scalars=scalars, nested=nested)
-    env.env.globals.update(is_mapping=lambda v: isinstance(v, dict))
+    env.env.filters.update(minutes=_minutes, number=_number, when=_when, scalars=scalars, nested=nested,
+                           differences=differences)
+    env.env.globals.update(is_mapping=lambda v: isinstance(v, dict), consent_standing=standing)
     return env
 
 
@@ -183,7 +187,7 @@ def _course(request: Request, slug: str) -> tuple[Dashboard, overview.Planned | 
     planned = dash.manifests.for_course(slug, dash.store, dash.catalogue)
     if not states and (planned is None or planned.course is None):
         raise _Refused(404, f"no course '{slug}' in the catalogue")
-    return dash, planned, overview.clip_views(states, planned)
+    return dash, planned, overview.clip_views(states, planned, dash.catalogue.course_attempts(slug), dash.sidecars)
 
 
 def handles_refusals(endpoint):  # noqa: ANN001, ANN201
@@ -225,7 +229,7 @@ def course_page(request: Request) -> Response:
     return _page(request, "course.html", course=slug, summary=overview.summarise(slug, views, dash.catalogue, planned),
                  views=shown, total=len(views), show=show, query=query, planned=planned,
                  voices=planned.course.voices.names() if planned and planned.course else [], tiers=TIERS,
-                 history=dash.catalogue.course_attempts(slug), notice=_notice(request, dash),
+                 notice=_notice(request, dash),
                  busy=any(v.busy for v in views))
 
 
@@ -243,7 +247,8 @@ def course_rows(request: Request) -> Response:
     """Every row of the course table, for the page's live update (it swaps rows that changed)."""
     slug = request.path_params["course"]
     dash, planned, views = _course(request, slug)
-    return _page(request, "rows.html", course=slug, views=views, history=dash.catalogue.course_attempts(slug),
+    return _page(request, "rows.html", course=slug, views=views, tiers=TIERS,
+                 voices=planned.course.voices.names() if planned and planned.course else [],
                  summary=overview.summarise(slug, views, dash.catalogue, planned), busy=any(v.busy for v in views))
 
 
@@ -255,7 +260,7 @@ def course_json(request: Request) -> Response:
     return JSONResponse({
         "course": slug, "counts": summary.counts, "total_duration_s": summary.total_duration_s,
         "clips": [{**(v.state.as_dict() if v.state else {}), "narration_id": v.narration_id, "status": v.status,
-                   "stale": v.stale, "version": v.version} for v in views],
+                   "stale": v.stale, "stale_reasons": list(v.stale_reasons), "version": v.version} for v in views],
     })
 
 
@@ -277,7 +282,7 @@ def clip_page(request: Request) -> Response:
     keys = list(dict.fromkeys(k for a in attempts for k, _ in scalars(a.metrics)))
     waveform = None
     if view.playable:
-        waveform = _waveform(dash.store, slug, narration_id, view.state.published_key, f"Waveform of {narration_id}")
+        waveform = _waveform(dash.store, slug, narration_id, f"Waveform of {narration_id}")
     return _page(request, "clip.html", course=slug, view=view, attempts=attempts, metric_keys=keys,
                  waveform=waveform, planned=planned, tiers=TIERS,
                  voices=planned.course.voices.names() if planned and planned.course else [],
@@ -289,8 +294,8 @@ def _cached_waveform(mp3: bytes, label: str) -> str:
     return waveform_svg(mp3, str(escape(label)))
 
 
-def _waveform(store: Store, course: str, narration_id: str, key: str | None, label: str) -> str | None:
-    data = mp3_bytes(store, course, narration_id)
+def _waveform(store: Store, course: str, narration_id: str, label: str) -> str | None:
+    data = store.read_mp3(course, narration_id)
     if data is None:
         return None
     try:
@@ -318,32 +323,16 @@ def audio(request: Request) -> Response:
     state = dash.catalogue.clip(slug, narration_id)
     if state is None or state.published_key is None:
         raise _Refused(404, "no published audio for this clip")
-    store = dash.store
-    presign = getattr(store, "audio_url", None)
-    if presign is not None:
-        return RedirectResponse(presign(slug, narration_id), 302)
-    path = getattr(store, "mp3_path", None)
+    url = dash.store.audio_url(slug, narration_id)
+    if url is not None:
+        return RedirectResponse(url, 302)  # the browser streams it from the bucket
+    path = dash.store.mp3_path(slug, narration_id)
     if path is not None:
-        root = Path(store.root).resolve()  # type: ignore[attr-defined]
-        target = Path(path(slug, narration_id)).resolve()
-        if not target.is_relative_to(root) or not target.is_file():
-            raise _Refused(404, "no published audio for this clip")
-        return FileResponse(target, media_type="audio/mpeg")
-    data = mp3_bytes(store, slug, narration_id)
+        return FileResponse(path, media_type="audio/mpeg")  # answers range requests, so the player can seek
+    data = dash.store.read_mp3(slug, narration_id)
     if data is None:
         raise _Refused(404, "no published audio for this clip")
     return Response(data, media_type="audio/mpeg")
-
-
-def mp3_bytes(store: Store, course: str, narration_id: str) -> bytes | None:
-    """A published MP3's bytes from a local store (`mp3_path`) or any store with `read_mp3`."""
-    if hasattr(store, "mp3_path"):
-        try:
-            return Path(store.mp3_path(course, narration_id)).read_bytes()  # type: ignore[attr-defined]
-        except OSError:
-            return None
-    reader = getattr(store, "read_mp3", None)
-    return reader(course, narration_id) if reader else None
 
 
 @handles_refusals
@@ -415,6 +404,7 @@ def create_app(catalogue: Catalogue, store: Store, manifests: overview.Manifests
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
     app = Starlette(routes=routes, middleware=[Middleware(Security, guard=guard)])
-    app.state.dashboard = Dashboard(catalogue, store, manifests, Retries(catalogue, store.url, launcher), guard, mode)
+    app.state.dashboard = Dashboard(catalogue, store, manifests, Retries(catalogue, store.url, launcher), guard, mode,
+                                    overview.Sidecars(store))
     app.state.templates = templates()
     return app

@@ -1,7 +1,10 @@
 """What the dashboard shows: courses and clips from the catalogue, set against their manifests.
 
 The catalogue says what happened; the manifest says what is wanted now. A clip is **stale**
-when the audio in the store (its published key) is not what the manifest plans today.
+when the audio in the store (its published key) is not what the manifest plans today; the
+published sidecar says why (narro.batch.why: text changed, voice changed, spoken by the
+fallback voice, ...). Figures shown are the published take's; an attempt that failed after it
+is shown apart.
 Manifests come from `narro dashboard --manifest` (files or folders); for a course not named
 there, the manifest path recorded in a published clip's sidecar is tried.
 """
@@ -12,11 +15,14 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from narro.catalogue import FAILED, PENDING, RENDERED, RUNNING, Catalogue, ClipState
+from narro.batch import why
+from narro.catalogue import FAILED, PENDING, RENDERED, RUNNING, AttemptState, Catalogue, ClipState
 from narro.errors import ManifestError, NarroError
 from narro.manifest import Course, load_course
 from narro.plan import ClipSpec, plan
+from narro.report import published_and_failed
 from narro.store import Store
 
 NOT_RENDERED = "new"
@@ -44,6 +50,31 @@ class ClipView:
     spec: ClipSpec | None
     stale: bool | None
     """None when no manifest is known for the course."""
+    stale_reasons: tuple[str, ...] = ()
+    """Why the published audio is not what the manifest asks for now (when stale)."""
+    published_take: AttemptState | None = None
+    """The attempt whose take is in the store; its figures are the clip's."""
+    failed_after: AttemptState | None = None
+    """An attempt that failed after the published take (or with nothing published)."""
+
+    @property
+    def fallback_voice(self) -> str | None:
+        """The voice that spoke the published audio instead of the planned one, if the fallback did."""
+        return self.state.fallback.partition(": ")[0] if self.state and self.state.fallback else None
+
+    @property
+    def fallback_reason(self) -> str:
+        return self.state.fallback.partition(": ")[2] if self.state and self.state.fallback else ""
+
+    @property
+    def override(self) -> str | None:
+        """'voice plain' when a dashboard retry rendered it with another voice or tier than the manifest's."""
+        if self.state is None or self.spec is None or self.state.published_key is None:
+            return None
+        changed = [f"{what} {mine}" for what, mine, planned in (("voice", self.state.voice, self.spec.voice),
+                                                               ("tier", self.state.tier, self.spec.tier))
+                   if mine and mine != planned]
+        return ", ".join(changed) or None
 
     @property
     def busy(self) -> bool:
@@ -139,24 +170,67 @@ class Manifests:
         return None
 
 
-def clip_views(states: list[ClipState], planned: Planned | None) -> list[ClipView]:
-    """Catalogue rows in manifest order, then rows the manifest no longer has, then new narrations."""
+class Sidecars:
+    """Published sidecars read from the store, kept by published key (a published sidecar never changes)."""
+
+    LIMIT = 4096
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._cache: dict[tuple[str, str, str], dict[str, Any] | None] = {}
+        self._lock = threading.Lock()
+
+    def get(self, state: ClipState) -> dict[str, Any] | None:
+        if state.published_key is None:
+            return None
+        key = (state.course, state.narration_id, state.published_key)
+        with self._lock:
+            if key in self._cache:
+                return self._cache[key]
+        sidecar = self.store.read_sidecar(state.course, state.narration_id)
+        with self._lock:
+            if len(self._cache) >= self.LIMIT:
+                self._cache.clear()
+            self._cache[key] = sidecar
+        return sidecar
+
+
+def clip_views(states: list[ClipState], planned: Planned | None,
+               history: dict[str, list[AttemptState]] | None = None, sidecars: Sidecars | None = None) -> list[ClipView]:
+    """Catalogue rows in manifest order, then rows the manifest no longer has, then new narrations.
+
+    `history`: the course's attempts (the published take's and a later failed one's figures);
+    `sidecars`: the published sidecars, to say why a stale clip is stale.
+    """
     by_id = {state.narration_id: state for state in states}
     specs = planned.specs if planned and planned.course else {}
     order = list(specs) + [i for i in by_id if i not in specs]
     views = []
     for narration_id in order:
         state, spec = by_id.get(narration_id), specs.get(narration_id)
-        stale = None
+        stale, reasons = None, tuple[str, ...]()
         if specs:
             stale = bool(state and state.published_key and (spec is None or state.published_key != spec.content_key))
+        if stale and state is not None:
+            reasons = _stale_reasons(spec, state, sidecars)
+        published, failed = published_and_failed((history or {}).get(narration_id, []), state) if state else (None, None)
         views.append(ClipView(
             narration_id=narration_id,
             title=(spec.title if spec else "") or (state.title if state else ""),
             status=state.status if state else NOT_RENDERED,
-            state=state, spec=spec, stale=stale,
+            state=state, spec=spec, stale=stale, stale_reasons=reasons, published_take=published, failed_after=failed,
         ))
     return views
+
+
+def _stale_reasons(spec: ClipSpec | None, state: ClipState, sidecars: Sidecars | None) -> tuple[str, ...]:
+    if spec is None:
+        return ("the manifest no longer has this narration",)
+    sidecar = sidecars.get(state) if sidecars else None
+    if sidecar is None:
+        return ("the store's copy could not be read to say what changed",)
+    # The catalogue's failure is shown on its own; here, only what differs from the manifest.
+    return tuple(str(r) for r in why(spec, sidecar.get("content_key"), sidecar, None)) or ("narro's pipeline changed",)
 
 
 def summarise(slug: str, views: list[ClipView], catalogue: Catalogue, planned: Planned | None) -> CourseSummary:
@@ -190,7 +264,7 @@ def matches(view: ClipView, show: str, query: str) -> bool:
     if show == "stale" and not view.stale:
         return False
     if query:
-        haystack = " ".join([view.narration_id, view.title, view.spec.text if view.spec else "",
+        haystack = " ".join([view.narration_id, view.title, view.spec.script.written if view.spec else "",
                              (view.state.last_error or "") if view.state else ""]).lower()
         return query.lower() in haystack
     return True

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from narro.batch import new_run_id
-from narro.catalogue import PENDING, RUNNING, Catalogue, now
+from narro.catalogue import FAILED, PENDING, RUNNING, Catalogue, now
 from narro.errors import DashboardError
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,9 @@ class Retries:
             for narration_id in request.only:
                 state = self.catalogue.clip(request.course, narration_id)
                 if state is not None and state.run_id == request.run_id and state.status in (PENDING, RUNNING):
+                    # The retry counts as an attempt, failed for this reason, in the clip's history.
+                    number = self.catalogue.mark_running(request.course, narration_id, request.run_id)
+                    self.catalogue.finish_attempt(request.course, narration_id, number, status=FAILED, error=reason)
                     self.catalogue.mark_failed(request.course, narration_id, reason, request.run_id)
             self.catalogue.finish_run(request.run_id, rendered=0, failed=len(request.only), cached=0)
         finally:

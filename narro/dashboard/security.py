@@ -1,7 +1,8 @@
 """Who may use the dashboard: bind rules, sessions, CSRF tokens and the Host check.
 
-- A loopback bind needs nothing; any other bind refuses to start unless NARRO_DASHBOARD_TOKEN
-  is set, and then every page asks for that token once per browser session.
+- A loopback bind needs nothing; any other bind refuses to start unless the `dashboard.token`
+  setting (NARRO_DASHBOARD_TOKEN) is set, and then every page asks for that token once per
+  browser session.
 - Sessions are a signed cookie (HMAC over a random id and the signed-in flag), HttpOnly and
   SameSite=Strict; the signing key is random per process, so a restart signs everyone out.
 - Every state-changing request must carry the session's CSRF token (a form field or the
@@ -15,18 +16,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-import os
 import secrets
 from dataclasses import dataclass
 
 from narro.errors import DashboardError
+from narro.settings import env_name
 
-TOKEN_ENV = "NARRO_DASHBOARD_TOKEN"
+TOKEN_ENV = env_name("dashboard", "token")
 COOKIE = "narro_session"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
-MIN_TOKEN_CHARS = 12
 
 
 def is_loopback(host: str) -> bool:
@@ -38,13 +38,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
-
-
-def token_from_env() -> str | None:
-    token = os.environ.get(TOKEN_ENV) or None
-    if token is not None and len(token) < MIN_TOKEN_CHARS:
-        raise DashboardError(f"{TOKEN_ENV} is too short: use at least {MIN_TOKEN_CHARS} random characters")
-    return token
 
 
 def check_bind(host: str, token: str | None) -> None:

@@ -7,42 +7,46 @@ exponential backoff and full jitter, and every answer is checked (duration again
 boundaries and the text) before it is accepted. What still fails raises EngineUnavailable,
 which is the cue for the tier's fallback voice (narro.engines.fallback).
 
-Settings (environment, read at request time so every worker process sees the same ones):
+Settings: the `edge` group of narro.settings (EdgeSettings, environment NARRO_EDGE_*), given to
+`load` and `voices`; checked when the settings are built, so a typo is an error there, never
+a silent switch to the fallback voice.
 
-- `NARRO_EDGE_WSS_URL`: the WebSocket endpoint (a `ws://` or `wss://` URL containing `?`);
-  edge-tts's own endpoint by default. Tests and the benchmark point it at an emulator.
-- `NARRO_EDGE_VOICES_URL`: the voice list endpoint (HTTP(S) URL containing `?`).
-- `NARRO_EDGE_RETRIES` (default 5), `NARRO_EDGE_BACKOFF_S` (first backoff, default 0.5),
-  `NARRO_EDGE_BACKOFF_MAX_S` (default 8): retries per request after the first try.
-- `NARRO_EDGE_TIMEOUT_S` (default 20): socket connect/read timeout; a request also gets a
-  deadline of that plus twice the speech it should return.
-- `NARRO_EDGE_UNREACHABLE_HOLD_S` (default 60): once the service is found unreachable (DNS
-  failure, or connection errors through every retry), later clips in this process skip
-  straight to the fallback for this long instead of each waiting through the retries.
+- `wss_url`: the WebSocket endpoint; edge-tts's own by default. Tests and the benchmark point
+  it at an emulator. `voices_url`: the voice list endpoint.
+- `retries` (default 5), `backoff_s` (first backoff, default 0.5), `backoff_max_s` (default 8):
+  retries per request after the first try.
+- `timeout_s` (default 20): socket connect/read timeout; a request also gets a deadline of that
+  plus twice the speech it should return.
+- `unreachable_hold_s` (default 60): once the service is found unreachable (DNS failure, or
+  connection errors through every retry), later clips in this process skip straight to the
+  fallback for this long instead of each waiting through the retries. A render probes the
+  service once first (`EdgeKind.probe`) when its fallback voice spoke clips last time.
 
-Requests can be gated (a global concurrency limit that holds across workers) by installing a
-context manager factory with `set_request_gate`; tasks/ installs Prefect's.
+Every request holds a slot of the `narro-edge-tts` rate limit (`EdgeKind.rate_limit`) while it
+runs, through narro.engines.rate_slot: a global concurrency limit that holds across workers
+when tasks/ installs Prefect's, no gate otherwise.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib.metadata
-import os
 import random
 import re
 import threading
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
-from narro.engines import Synthesis, WordTiming
+from narro.engines import EngineKind, Synthesis, Variant, WordTiming, rate_slot
 from narro.errors import EngineUnavailable
-from narro.voices import EngineVoice
+from narro.settings import EdgeSettings, Settings
+
+if TYPE_CHECKING:
+    from narro.voices import EngineVoice
 
 SAMPLE_RATE = 24_000
 OUTPUT_FORMAT = "audio-24khz-48kbitrate-mono-mp3"
@@ -60,51 +64,23 @@ MAX_WORDS_PER_S = 6.0
 BOUNDARY_SLACK_S = 0.15
 MIN_WORD_COVERAGE = 0.6
 
-_gate: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext
+# What `EdgeKind.probe` asks the service to say: one word, the cheapest request that proves the voice speaks.
+PROBE_TEXT = "Hello."
+
 _client_lock = threading.Lock()
 _unreachable_until = 0.0
 _unreachable_reason = ""
 
 
-def set_request_gate(factory: Callable[[], AbstractContextManager[object]] | None) -> None:
-    """Every request to the service runs inside `factory()` (None: no gate)."""
-    global _gate
-    _gate = factory or contextlib.nullcontext
-
-
-def _setting(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise EngineUnavailable(f"{name}={raw!r} is not a number") from None
-
-
-def service_url() -> str | None:
-    url = os.environ.get("NARRO_EDGE_WSS_URL")
-    if url and "?" not in url:
-        raise EngineUnavailable(f"NARRO_EDGE_WSS_URL must contain '?' (query parameters are appended): {url}")
-    return url or None
-
-
-def voices_url() -> str | None:
-    url = os.environ.get("NARRO_EDGE_VOICES_URL")
-    if url and "?" not in url:
-        raise EngineUnavailable(f"NARRO_EDGE_VOICES_URL must contain '?': {url}")
-    return url or None
-
-
-def _configure_client() -> None:
+def _configure_client(settings: EdgeSettings) -> None:
     """Point edge-tts at the configured endpoints (it reads module globals at request time)."""
     import edge_tts.communicate
     import edge_tts.constants
     import edge_tts.voices
 
     with _client_lock:
-        edge_tts.communicate.WSS_URL = service_url() or edge_tts.constants.WSS_URL
-        edge_tts.voices.VOICE_LIST = voices_url() or edge_tts.constants.VOICE_LIST
+        edge_tts.communicate.WSS_URL = settings.wss_url or edge_tts.constants.WSS_URL
+        edge_tts.voices.VOICE_LIST = settings.voices_url or edge_tts.constants.VOICE_LIST
 
 
 def check_voice(voice: EngineVoice) -> None:
@@ -112,36 +88,90 @@ def check_voice(voice: EngineVoice) -> None:
         raise EngineUnavailable(f"'{voice.model}' is not an edge voice name (like en-US-AriaNeural); see `narro voices`")
 
 
-class EdgeKind:
-    name = "edge"
+def _matching(pattern: str, example: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if not re.fullmatch(pattern, value):
+            raise ValueError(f"'{value}' is not like '{example}' (a sign, up to three digits, then the unit)")
+        return value
 
-    @staticmethod
-    def identity(voice: EngineVoice) -> dict[str, object]:
+    return AfterValidator(check)
+
+
+class EdgeOptions(BaseModel):
+    """edge's own voice options in voices.yaml, passed to the service as SSML prosody."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    rate: Annotated[str, _matching(r"[+-]\d{1,3}%", "+10%")] = "+0%"
+    """Speaking rate relative to normal, `+10%` or `-20%`."""
+    pitch: Annotated[str, _matching(r"[+-]\d{1,3}Hz", "-10Hz")] = "+0Hz"
+    """Pitch shift, `+5Hz` or `-10Hz`."""
+    volume: Annotated[str, _matching(r"[+-]\d{1,3}%", "-5%")] = "+0%"
+    """Volume relative to normal (loudness is normalised afterwards anyway)."""
+
+
+# Re-takes after a failed quality check: the rate nudged, in percentage points (slower, faster,
+# slower still), like piper's pace variants; the rate is in the identity, so a take can be remade.
+RATE_NUDGES = (-4, 4, -8)
+
+
+class EdgeKind(EngineKind):
+    name = "edge"
+    Options = EdgeOptions
+    rate_limit = "narro-edge-tts"
+
+    @classmethod
+    def identity(cls, voice: EngineVoice) -> dict[str, object]:
+        options = cls.options(voice)
         return {
             "engine": "edge",
             "engine_version": importlib.metadata.version("edge-tts"),
             "voice": voice.model,
-            "rate": voice.rate,
-            "pitch": voice.pitch,
-            "volume": voice.volume,
+            "rate": options.rate,
+            "pitch": options.pitch,
+            "volume": options.volume,
             "format": OUTPUT_FORMAT,
             "part_chars": MAX_PART_CHARS,
             "part_gap_s": PART_GAP_S,
         }
 
-    @staticmethod
-    def voices() -> list[dict[str, str]]:
+    @classmethod
+    def voices(cls, settings: Settings) -> list[dict[str, str]]:
         """The service's voices (name, locale, gender); EngineUnavailable when it cannot be reached."""
-        return list_voices()
+        return list_voices(settings.edge)
 
-    @staticmethod
-    def load(voice: EngineVoice) -> EdgeEngine:
+    @classmethod
+    def load(cls, voice: EngineVoice, settings: Settings) -> EdgeEngine:
         check_voice(voice)
         try:
             import edge_tts  # noqa: F401
         except ImportError:
             raise EngineUnavailable("the edge engine needs the 'edge-tts' package; pip install edge-tts") from None
-        return EdgeEngine(voice)
+        return EdgeEngine(voice, settings.edge)
+
+    @classmethod
+    def probe(cls, voice: EngineVoice, settings: Settings) -> None:
+        """One short request, tried once: the service speaks, or EngineUnavailable says why.
+
+        A connection that fails holds the service as unreachable (`unreachable_hold_s`), so this
+        process's clips go to the fallback voice at once; an answer lifts the hold.
+        """
+        engine = cls.load(voice, settings)
+        try:
+            engine._request(PROBE_TEXT)
+        except _Retryable as failure:
+            if failure.connection:
+                _hold(str(failure), settings.edge.unreachable_hold_s)
+                raise EngineUnavailable(f"edge-tts service unreachable: {failure}") from None
+            raise EngineUnavailable(f"edge-tts service does not answer: {failure}") from None
+        reset_unreachable()
+
+    @classmethod
+    def variants(cls, voice: EngineVoice) -> list[Variant]:
+        """The rate nudged by a few percentage points (edge has no pace knob of its own but its rate)."""
+        rate = int(cls.options(voice).rate.rstrip("%"))
+        nudged = [f"{rate + step:+d}%" for step in RATE_NUDGES if -100 < rate + step < 1000]  # a valid, moving rate
+        return [Variant(f"rate {value}", voice.model_copy(update={"rate": value})) for value in nudged]
 
 
 # --------------------------------------------------------------------------- text
@@ -235,8 +265,10 @@ class _Part:
 class EdgeEngine:
     """One edge voice; thread-safe: every request runs its own event loop and connection."""
 
-    def __init__(self, voice: EngineVoice):
+    def __init__(self, voice: EngineVoice, settings: EdgeSettings):
         self.voice = voice
+        self.options = EdgeKind.options(voice)
+        self.settings = settings
         self.identity = f"edge-tts-{importlib.metadata.version('edge-tts')}:{voice.model}"
         self.sample_rate = SAMPLE_RATE
 
@@ -263,12 +295,9 @@ class EdgeEngine:
                          details={"parts": len(parts), "retries": retries})
 
     def _request_with_retries(self, text: str) -> tuple[_Part, int]:
-        global _unreachable_until, _unreachable_reason
         if time.monotonic() < _unreachable_until:
             raise EngineUnavailable(f"edge-tts service unreachable: {_unreachable_reason}")
-        retries = int(_setting("NARRO_EDGE_RETRIES", 5))
-        base = _setting("NARRO_EDGE_BACKOFF_S", 0.5)
-        ceiling = _setting("NARRO_EDGE_BACKOFF_MAX_S", 8.0)
+        retries, base, ceiling = self.settings.retries, self.settings.backoff_s, self.settings.backoff_max_s
         failures: list[str] = []
         all_connection = True
         for attempt in range(retries + 1):
@@ -286,29 +315,27 @@ class EdgeEngine:
                 time.sleep(delay)
         summary = f"{failures[-1]} (after {len(failures)} tries)"
         if all_connection:
-            _unreachable_until = time.monotonic() + _setting("NARRO_EDGE_UNREACHABLE_HOLD_S", 60)
-            _unreachable_reason = summary
+            _hold(summary, self.settings.unreachable_hold_s)
             raise EngineUnavailable(f"edge-tts service unreachable: {summary}")
         raise EngineUnavailable(f"edge-tts service keeps failing: {summary}")
 
     def _request(self, text: str) -> _Part:
         """One request: stream, decode, check. Raises _Retryable or EngineUnavailable."""
-        global _unreachable_until, _unreachable_reason
         import aiohttp
         import edge_tts.exceptions
 
-        timeout = _setting("NARRO_EDGE_TIMEOUT_S", 20)
-        expected_s = _spoken_words(text) / 2.5 / _rate_factor(self.voice.rate)
+        timeout = self.settings.timeout_s
+        expected_s = _spoken_words(text) / 2.5 / _rate_factor(self.options.rate)
         deadline = timeout + 2 * expected_s
-        _configure_client()
+        _configure_client(self.settings)
         try:
-            with _gate():
+            with rate_slot(EdgeKind.rate_limit):
                 audio, boundaries = _run(self._stream(text, int(timeout)), deadline)
         except aiohttp.ClientConnectorDNSError as exc:
             # No name resolution: the machine is offline. Retrying within a clip will not help.
-            _unreachable_until = time.monotonic() + _setting("NARRO_EDGE_UNREACHABLE_HOLD_S", 60)
-            _unreachable_reason = f"cannot resolve the service's host ({exc.os_error or exc})"
-            raise EngineUnavailable(f"edge-tts service unreachable: {_unreachable_reason}") from None
+            reason = f"cannot resolve the service's host {exc.host} ({_os_error(exc)})"
+            _hold(reason, self.settings.unreachable_hold_s)
+            raise EngineUnavailable(f"edge-tts service unreachable: {reason}") from None
         except aiohttp.WSServerHandshakeError as exc:
             if exc.status in (429, 500, 502, 503, 504):
                 retry_after = None
@@ -317,7 +344,7 @@ class EdgeEngine:
                 raise _Retryable(f"service answered {exc.status} {exc.message}".strip(), retry_after) from None
             raise EngineUnavailable(f"edge-tts service refused the request: {exc.status} {exc.message}") from None
         except aiohttp.ClientConnectorError as exc:
-            raise _Retryable(f"cannot connect: {exc}", connection=True) from None
+            raise _Retryable(f"cannot connect to {exc.host}:{exc.port} ({_os_error(exc)})", connection=True) from None
         except (aiohttp.ClientConnectionError, ConnectionError, OSError) as exc:
             raise _Retryable(f"connection lost: {type(exc).__name__}: {exc}") from None
         except TimeoutError:
@@ -329,9 +356,9 @@ class EdgeEngine:
     async def _stream(self, text: str, timeout: int) -> tuple[bytes, list[WordTiming]]:
         import edge_tts
 
-        voice = self.voice
+        options = self.options
         communicate = edge_tts.Communicate(
-            text, voice.model, rate=voice.rate, pitch=voice.pitch, volume=voice.volume,
+            text, self.voice.model, rate=options.rate, pitch=options.pitch, volume=options.volume,
             boundary="WordBoundary", connect_timeout=timeout, receive_timeout=timeout,
         )
         audio = bytearray()
@@ -365,7 +392,7 @@ class EdgeEngine:
         missing = _uncovered_tail(text, words)
         if words and missing > max(2, expected_words // 10):
             raise _Retryable(f"audio truncated: the last {missing} words of the text have no word boundary")
-        shortest = expected_words / (MAX_WORDS_PER_S * _rate_factor(self.voice.rate))
+        shortest = expected_words / (MAX_WORDS_PER_S * _rate_factor(self.options.rate))
         if duration < shortest:
             raise _Retryable(f"audio truncated: {duration:.2f} s is far below the {shortest:.1f} s the text needs")
         if samples.size == 0 or float(np.max(np.abs(samples))) < 1e-3:
@@ -430,17 +457,32 @@ def _run(coroutine, deadline: float):  # noqa: ANN001, ANN202 (a coroutine and i
 # --------------------------------------------------------------------------- voices
 
 
-def list_voices(timeout_s: float = 10.0) -> list[dict[str, str]]:
+def list_voices(settings: EdgeSettings, timeout_s: float = 10.0) -> list[dict[str, str]]:
     """The service's voice list (ShortName, Locale, Gender), or EngineUnavailable."""
     import aiohttp
     import edge_tts
 
-    _configure_client()
+    _configure_client(settings)
     try:
         voices = _run(edge_tts.list_voices(), timeout_s)
+    except aiohttp.ClientConnectorError as exc:
+        raise EngineUnavailable(f"edge-tts voice list unreachable: cannot connect to {exc.host}:{exc.port} "
+                                f"({_os_error(exc)})") from None
     except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
         raise EngineUnavailable(f"edge-tts voice list unreachable: {type(exc).__name__}: {exc}") from None
     return [{"name": v["ShortName"], "locale": v["Locale"], "gender": v.get("Gender", "")} for v in voices]
+
+
+def _os_error(exc: Any) -> str:
+    """The OS's words for a failed connection, without aiohttp's internals (its SSL context object)."""
+    error = exc.os_error
+    return (error.strerror if isinstance(error, OSError) and error.strerror else str(error)) or type(exc).__name__
+
+
+def _hold(reason: str, seconds: float) -> None:
+    """Treat the service as unreachable for `seconds` in this process: its clips go to the fallback at once."""
+    global _unreachable_until, _unreachable_reason
+    _unreachable_until, _unreachable_reason = time.monotonic() + seconds, reason
 
 
 def reset_unreachable() -> None:

