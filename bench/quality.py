@@ -15,7 +15,7 @@ longer than real speech would be. RTF is computed on the audio actually produced
                       with its transcript), one warm-up line, then `stream()` per sentence. TTFA is
                       the time to the first decoded chunk; tokens/s counts all 8 codebooks of the
                       frames produced per wall second, NAR and decoding included.
-  guard trips         `generate()` (no decoding) on --trip-sentences sentences with the tiny model:
+  guard trips         the AR sampler alone (where both guards act), --trip-sentences lines, tiny model:
                       how many hit the frame cap, and repetition-aware-sampling redraws per 100 frames.
   narro say           the CLI, one process per sentence: piper (offline), edge against the local
                       emulator (tests/edge_emulator.py, first audio after 200-400 ms, 5x real time
@@ -200,29 +200,33 @@ def ar_speed(engine: Any, text: str, frames: int = 30) -> dict:
 
 
 def guard_trips(voices: Path, texts: list[str]) -> dict:
-    """Frame-cap trips and repetition redraws of the tiny model, generation only."""
+    """Frame-cap trips and repetition redraws of the tiny model: the AR sampler alone, where both guards act."""
+    import torch
+
     from narro.engines import engine_for
     from narro.engines.codec_lm.frontend import join_text
-    from narro.engines.codec_lm.generate import generate
+    from narro.engines.codec_lm.generate import TokenSampler
     from narro.settings import Settings
     from narro.voices import load_registry
 
     engine = engine_for(load_registry(voices).resolve("tiny", "quality"), Settings.load(environ={}))
-    capped, redraws, frames, seconds = 0, 0, 0, 0.0
+    model = engine.checkpoint.model
+    prompt = torch.as_tensor(engine.reference.codes[0], device=model.device)[None]
+    language = torch.tensor([engine.language], device=model.device)
+    capped, redraws, frames = 0, 0, 0
+    started = time.perf_counter()
     for index, text in enumerate(texts):
         encoded = engine.frontend.encode(text)
-        result = generate(engine.checkpoint.model, join_text(engine.checkpoint.vocabulary, engine.reference_ids,
-                                                             encoded.ids),
-                          encoded.phonemes, engine.reference.codes,
-                          dataclasses.replace(engine.sampling, seed=index),
-                          engine.codec.frame_rate, engine.language)
-        capped += result.trips["frame_cap"] > 0
-        redraws += result.trips["repetition"]
-        frames += result.frames
-        seconds += result.seconds
+        ids = torch.as_tensor(join_text(engine.checkpoint.vocabulary, engine.reference_ids, encoded.ids),
+                              device=model.device)[None]
+        sampler = TokenSampler(model, ids, encoded.phonemes, prompt, dataclasses.replace(engine.sampling, seed=index),
+                               engine.codec.frame_rate, language)
+        frames += sum(1 for _ in sampler)
+        capped += sampler.trips["frame_cap"] > 0
+        redraws += sampler.trips["repetition"]
     return {"sentences": len(texts), "frame_cap_trips": capped, "frame_cap_rate": capped / len(texts),
             "repetition_redraws": redraws, "redraws_per_100_frames": 100 * redraws / max(frames, 1),
-            "frames": frames, "generation_frames_per_s": frames / seconds}
+            "frames": frames, "ar_frames_per_s": frames / (time.perf_counter() - started)}
 
 
 def narro_say(source: list[str], voice: str, tier: str, label: str, texts: list[str], env: dict[str, str],
@@ -270,8 +274,8 @@ def print_table(rows: list[dict], trips: dict | None) -> None:
     if trips:
         print(f"\nguard trips, tiny (random weights), {trips['sentences']} sentences: frame cap "
               f"{trips['frame_cap_trips']}/{trips['sentences']} ({trips['frame_cap_rate']:.0%}), repetition-aware "
-              f"redraws {trips['redraws_per_100_frames']:.1f} per 100 frames; generation "
-              f"{trips['generation_frames_per_s']:.0f} frames/s")
+              f"redraws {trips['redraws_per_100_frames']:.1f} per 100 frames; AR "
+              f"{trips['ar_frames_per_s']:.0f} frames/s")
 
 
 def main() -> int:
@@ -293,34 +297,42 @@ def main() -> int:
                                  "threads": torch.get_num_threads(),
                                  "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
                      "weights": "random (no downloadable weights here)", "rows": []}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+
+    def record(key: str, value: object) -> None:
+        """Keep each figure as soon as it is measured: a run cut short still leaves what it got (complete: false)."""
+        if key == "rows":
+            results["rows"].append(value)
+        else:
+            results[key] = value
+        args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+
+    results["complete"] = False
     try:
         with tempfile.TemporaryDirectory(prefix="narro-quality-") as folder:
             work = Path(folder)
             voices, clone_course = write_voices(work, build_models(work, presets))
-            results["rows"].append(stream_in_process(voices, "tiny", texts[: args.sentences], "cpu"))
-            if not args.no_base:
-                results["rows"].append(stream_in_process(voices, "base", texts[: args.base_sentences], "cpu",
-                                                         whole=False))
-            if torch.cuda.is_available():
-                for preset in presets:
-                    results["rows"].append(stream_in_process(voices, preset, texts[: args.sentences], "cuda"))
-            results["guard_trips"] = guard_trips(voices, texts[: args.trip_sentences])
             say = texts[: args.say_sentences]
-            results["rows"].append(narro_say(["--voices", str(voices)], "piper", "fast", "piper joe-us-medium", say, {},
-                                               work))
+            registry = ["--voices", str(voices)]
+            record("rows", narro_say(registry, "piper", "fast", "piper joe-us-medium", say, {}, work))
             with EdgeEmulator(first_audio_s=(0.2, 0.4), pace=5.0) as service:
                 service.warm(say)
-                results["rows"].append(narro_say(["--voices", str(voices)], "aria", "fast", "edge (emulator)", say,
-                                                   {"NARRO_EDGE_WSS_URL": service.url}, work))
-            results["rows"].append(narro_say(["--manifest", str(clone_course), "--store", str(work / "store")], "tiny",
-                                               "quality", "codec-lm tiny", say[:2],
-                                               {"OMP_NUM_THREADS": "1"}, work))
+                record("rows", narro_say(registry, "aria", "fast", "edge (emulator)", say,
+                                         {"NARRO_EDGE_WSS_URL": service.url}, work))
+            record("rows", narro_say(["--manifest", str(clone_course), "--store", str(work / "store")], "tiny",
+                                     "quality", "codec-lm tiny", say[:2], {"OMP_NUM_THREADS": "1"}, work))
+            record("rows", stream_in_process(voices, "tiny", texts[: args.sentences], "cpu"))
+            record("guard_trips", guard_trips(voices, texts[: args.trip_sentences]))
+            if torch.cuda.is_available():
+                for preset in presets:
+                    record("rows", stream_in_process(voices, preset, texts[: args.sentences], "cuda"))
+            if not args.no_base:
+                record("rows", stream_in_process(voices, "base", texts[: args.base_sentences], "cpu", whole=False))
     except PremiseBroken as error:
         print(f"PREMISE BROKEN: {error}", file=sys.stderr)
         return 1
+    record("complete", True)
     print_table(results["rows"], results.get("guard_trips"))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(f"\nwritten {args.out}")
     return 0
 

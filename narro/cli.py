@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import threading
 import time
@@ -29,8 +28,8 @@ from narro.catalogue import FAILED, RENDERED, AttemptState, Catalogue, ClipState
 from narro.cli_cluster import cluster_group
 from narro.cli_submit import schedule_group, submit
 from narro.cli_voices import audit, print_voice_clips, replacement, say_gate, voices_group
-from narro.errors import ManifestError, NarroError, SettingsError
-from narro.prefect_api import prefect_api
+from narro.errors import ManifestError, NarroError, SettingsError, StoreError
+from narro.prefect_api import prefect_api, quiet_prefect
 from narro.runlog import check_folder, log_path, run_log
 from narro.settings import Settings
 from narro.store import open_store
@@ -197,9 +196,7 @@ def render(manifest: Path, store_url: str, endpoint_url: str | None, catalogue_u
         asked = [spec.narration_id for spec in batch.to_render] if asked else None
         log = log_path(settings.log.dir, batch.course.slug, run_id)
         # Before Prefect is first imported (by run_log), which reads them.
-        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
-        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-        os.environ.setdefault("DO_NOT_TRACK", "1")
+        quiet_prefect(verbose)
         try:
             with run_log(log, verbose=verbose):
                 finished = _run_flow(manifest, store_url, catalogue, batch.course.slug, run_id, asked, concurrency,
@@ -573,6 +570,71 @@ def _number(value: float | None) -> str:
 
 
 @main.command()
+@click.argument("course")
+@click.option("--format", "fmt", type=click.Choice(["m4b", "mp3", "zip"]), required=True,
+              help="m4b (AAC audiobook) or mp3 with a chapter per narration, or a zip of the clips with a playlist.")
+@click.option("--store", "store_url", default=DEFAULT_STORE, show_default=True, metavar="DIR|s3://BUCKET/PREFIX",
+              help="Where the course's clips are published.")
+@click.option("--endpoint-url", default=None, metavar="URL", help="S3 endpoint, as `narro render` takes it.")
+@click.option("--out", "out_path", type=click.Path(path_type=Path, dir_okay=False), default=None, metavar="FILE",
+              help="Write here (captions beside it as FILE.vtt) instead of {course}/{course}.FORMAT in the store.")
+@click.option("--gap-s", default=1.0, show_default=True, type=click.FloatRange(0, 10), help="Silence between narrations.")
+def export(course: str, fmt: str, store_url: str, endpoint_url: str | None, out_path: Path | None, gap_s: float) -> None:
+    """Export COURSE (a slug or its manifest) as one file: chapters named by narration titles, in manifest order.
+
+    m4b and mp3 join the published clips with GAP_S of silence (their loudness is kept, and the
+    whole is checked against the target) and concatenate their captions into one .vtt. Exit 1 if
+    the export fails, 2 if the course, a clip or an option is missing or invalid.
+    """
+    from narro.export import export_course
+
+    settings = _settings(endpoint_url=endpoint_url)
+    order, title, target = None, "", -16.0
+    if Path(course).is_file() or Path(course).suffix in (".yaml", ".yml"):
+        from narro.manifest import load_course
+        from narro.plan import plan
+
+        try:
+            loaded = load_course(Path(course))
+        except ManifestError as error:
+            _report_manifest_error(error)
+            return
+        specs = plan(loaded)
+        course, title, target = loaded.slug, loaded.title, specs[0].post.target_lufs
+        order = [(spec.narration_id, spec.title) for spec in specs]
+    try:
+        store = open_store(store_url, settings.s3.endpoint_url)
+        made = export_course(store, course, fmt, title=title, order=order, gap_s=gap_s, target_lufs=target)
+    except StoreError as error:
+        _fail_invalid(str(error))
+        return
+    except NarroError as error:
+        errors.print(f"[bold red]export failed:[/] {escape(str(error))}", highlight=False)
+        sys.exit(EXIT_FAILED)
+    if out_path is None and any(chapter.id == course for chapter in made.chapters):
+        _fail_invalid(f"a narration of {course} is named '{course}' too: its files would be overwritten; "
+                      "give --out FILE")
+    try:
+        if out_path is not None:
+            out_path.write_bytes(made.data)
+            where = str(out_path)
+            if made.captions is not None:
+                out_path.with_suffix(".vtt").write_bytes(made.captions)
+        else:
+            types = {"m4b": "audio/mp4", "mp3": "audio/mpeg", "zip": "application/zip"}
+            store.write_object(course, f"{course}.{fmt}", made.data, types[fmt])
+            where = f"{course}/{course}.{fmt} in {store.url}"
+            if made.captions is not None:
+                store.write_object(course, f"{course}.vtt", made.captions, "text/vtt; charset=utf-8")
+    except (OSError, NarroError) as error:
+        _fail_invalid(f"cannot write the export: {error}")
+        return
+    loudness = f", {made.loudness_lufs:.1f} LUFS" if made.loudness_lufs is not None else ""
+    console.print(f"exported {len(made.chapters)} narration{'s' if len(made.chapters) != 1 else ''} "
+                  f"({_minutes(made.duration_s)}{loudness}) to {where}", highlight=False)
+
+
+@main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @catalogue_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per file.")
@@ -625,9 +687,7 @@ def verify(files: tuple[Path, ...], catalogue_url: str | None, as_json: bool) ->
               help="Manifest (or folder of manifests) to compare with for staleness and to retry from (repeatable).")
 def dashboard(host: str, port: int, store_url: str, catalogue_url: str | None, manifests: tuple[Path, ...]) -> None:
     """Serve the web dashboard: every clip of every course, audio, errors, and retries."""
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
+    quiet_prefect()
     from flows.retry import launcher_for
     from narro.dashboard import serve, url_for
     from narro.dashboard.security import check_bind
@@ -765,9 +825,7 @@ def train(dataset: Path, preset: str, out_dir: Path, codec: Path | None, steps: 
     from narro.errors import DatasetError
 
     settings = _settings()
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
+    quiet_prefect()
     try:
         from flows.train_model import train_model
         from narro.engines.codec_lm.train import complete_checkpoints, load_dataset

@@ -9,7 +9,6 @@ server, pool or worker to hand the course to.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import threading
 from pathlib import Path
@@ -21,6 +20,7 @@ from rich.table import Table
 
 from narro.catalogue import FAILED, RENDERED, Catalogue
 from narro.errors import ManifestError, NarroError, SubmitError
+from narro.prefect_api import quiet_prefect
 from narro.settings import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
@@ -44,20 +44,13 @@ def _settings(catalogue_url: str | None, endpoint_url: str | None) -> Settings:
         raise
 
 
-def _quiet_prefect() -> None:
-    """Before Prefect is first imported: its logs go to the run, not this terminal."""
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-
-
 def _upload(manifest: Path, store_url: str | None, settings: Settings):  # noqa: ANN202 (narro.source.Uploaded)
     """Check the server and store, then upload the course's source; exits 2 on a problem."""
     from narro import source
     from narro.prefect_api import configured_api_url
     from narro.store import open_store
 
-    _quiet_prefect()
+    quiet_prefect()
     if not configured_api_url():
         _fail('PREFECT_API_URL is not set: a submitted course needs a Prefect server and workers; run '
               '`eval "$(narro cluster env)"` (or render here with `narro render`)')
@@ -204,7 +197,7 @@ def schedule_add(manifest: Path, cron: str, timezone: str, name: str | None, sto
     from narro import submit as submitting
 
     settings = _settings(catalogue_url, endpoint_url)
-    _quiet_prefect()
+    quiet_prefect()
     try:
         submitting.check_cron(cron, timezone)  # before anything is uploaded
     except NarroError as error:
@@ -230,7 +223,7 @@ def schedule_list(as_json: bool) -> None:
     """Every schedule of the course flow on the Prefect server, with its next run times."""
     from narro import submit as submitting
 
-    _quiet_prefect()
+    quiet_prefect()
     try:
         found = submitting.schedules()
     except NarroError as error:
@@ -254,7 +247,7 @@ def schedule_remove(name: str) -> None:
     """Delete schedule NAME and the runs it has queued (the clips it rendered stay in the store)."""
     from narro import submit as submitting
 
-    _quiet_prefect()
+    quiet_prefect()
     try:
         submitting.remove_schedule(name)
     except NarroError as error:

@@ -59,7 +59,8 @@ def render_clip(spec: ClipSpec, context: RunContext, store: Store, catalogue: Ca
                                      engine=take.result.engine if take.result else None, metrics=take.metrics)
         return take
 
-    outcome = heal.heal(spec, settings.qa.max_takes, make)
+    thresholds = spec.thresholds(settings.qa)  # the manifest's `qa` over the run's settings
+    outcome = heal.heal(spec, thresholds.max_takes, make)
     chosen = outcome.chosen
     if chosen is None or chosen.result is None:  # a passing take always has its clip
         if outcome.unavailable:  # nothing was spoken, so nothing was judged: not a quality failure
@@ -69,7 +70,10 @@ def render_clip(spec: ClipSpec, context: RunContext, store: Store, catalogue: Ca
         reason = f"quality gate: no take passed: {outcome.failure()}"
         catalogue.mark_failed(spec.course, spec.narration_id, reason, context.run_id)
         raise QualityError(reason)
-    clip = replace(chosen.result, qa=heal.sidecar_qa(outcome, chosen, settings.qa))
+    qa = heal.sidecar_qa(outcome, chosen, thresholds)
+    if spec.qa:
+        qa["manifest"] = dict(spec.qa)  # which thresholds the manifest chose, beside all of them in `settings`
+    clip = replace(chosen.result, qa=qa)
     attempt = passing[chosen.plan.number]
     with _failing(catalogue, spec, context, attempt, chosen.metrics):
         sidecar = publish(store, replace(spec, engine_voice=chosen.plan.voice), clip, context)

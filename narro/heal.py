@@ -165,7 +165,7 @@ def check_take(spec: ClipSpec, synthesis: Synthesis, clip: FinishedClip, setting
     respellings, not the written terms), and times its words when the engine gave none (captions).
     """
     levels = LevelReport(clip.loudness_lufs, clip.true_peak_dbtp, clip.duration_s)
-    return evaluate(clip.decoded, clip.sample_rate, spec.heard, spec.post, settings.qa, asr=settings.asr,
+    return evaluate(clip.decoded, clip.sample_rate, spec.heard, spec.post, spec.thresholds(settings.qa), asr=settings.asr,
                     levels=levels, raw=synthesis.samples, raw_rate=synthesis.sample_rate,
                     words=not synthesis.words)
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from narro.errors import ManifestError, Problem
 from narro.lexicon import Lexicon, lexicon_terms, load_shared, merged, parse
+from narro.settings import QaSettings
 from narro.text import control_characters, normalise, strip_markdown
 from narro.voices import Tier, VoiceRegistry, registry_for
 from narro.yamlfile import FieldPath, LocatedYaml, dotted, load_located, read_text, validation_problems
@@ -34,6 +35,8 @@ class Defaults(BaseModel):
     """`fast` (online voice with offline fallback) or `quality` (codec language model)."""
     fallback: bool = True
     """Allow the voice's fallback engine (e.g. offline piper for edge) when its engine is unavailable."""
+    qa: QaSettings | None = None
+    """Quality gate thresholds for every narration, over the run's `qa` settings (e.g. `max_wer: 0.4`)."""
 
 
 class NarrationEntry(BaseModel):
@@ -55,6 +58,8 @@ class NarrationEntry(BaseModel):
     """`fast` or `quality`; overrides the course default."""
     fallback: bool | None = None
     """`false` makes the clip fail rather than use the fallback voice; overrides the course default."""
+    qa: QaSettings | None = None
+    """This narration's quality gate thresholds (e.g. a glossary-heavy one: `max_wer: 0.45`), over `defaults.qa`."""
 
 
 class ManifestFile(BaseModel):
@@ -94,6 +99,8 @@ class Narration:
     """Whether the fallback engine voice may speak this narration when its own engine is unavailable."""
     written: str = ""
     """The words as the author wrote them (markdown stripped): what captions show and the lexicon matches."""
+    qa: tuple[tuple[str, Any], ...] = ()
+    """Quality gate thresholds the manifest sets for it (`defaults.qa`, then its own `qa`), over the settings'."""
 
 
 @dataclass(frozen=True)
@@ -174,7 +181,7 @@ def load_course(path: Path | str) -> Course:
             narrations.append(
                 Narration(entry.id, entry.title, normalise(written), voice, tier, located.line_of(where), source,
                           allow_fallback=defaults.fallback if entry.fallback is None else entry.fallback,
-                          written=written)
+                          written=written, qa=tuple({**_set_fields(defaults.qa), **_set_fields(entry.qa)}.items()))
             )
     if voices is not None:
         for voice, tier in used:  # each voice the course uses can be spoken here
@@ -186,6 +193,11 @@ def load_course(path: Path | str) -> Course:
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     return Course(manifest.course, manifest.title, path, digest, tuple(narrations), voices, lexicon,
                   manifest.organisation)
+
+
+def _set_fields(model: BaseModel | None) -> dict[str, Any]:
+    """The fields written in the manifest (not their defaults): only those override the settings."""
+    return {name: getattr(model, name) for name in sorted(model.model_fields_set)} if model is not None else {}
 
 
 def _valid_parts(data: dict[str, Any]) -> tuple[Defaults | None, list[tuple[int, NarrationEntry]]]:

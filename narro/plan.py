@@ -18,6 +18,7 @@ from narro.audio import PostSettings
 from narro.engines import engine_kind
 from narro.lexicon import lexicon_terms
 from narro.manifest import Course, Narration
+from narro.settings import QaSettings
 from narro.text import Speech, speech
 from narro.voices import EngineVoice, Tier
 from narro.watermark import VERSION as WATERMARK_VERSION
@@ -45,10 +46,16 @@ class ClipSpec:
     speech: Speech | None = None
     """The script as written and as spoken, piece by piece (`text` is its spoken side, lexicon applied):
     captions show its written words; None for a spec made from spoken text alone."""
+    qa: tuple[tuple[str, Any], ...] = ()
+    """Quality gate thresholds the manifest sets for this clip (not part of the key: they judge, not shape, audio)."""
     voices_file: str | None = None
     """The voices.yaml the voice comes from: the consent.yaml beside it governs a cloned voice (narro.consent)."""
     organisation: str | None = None
     """The manifest's organisation, which a consent's scope may name."""
+
+    def thresholds(self, base: QaSettings) -> QaSettings:
+        """The quality gate's thresholds for this clip: the run's, with the manifest's `qa` on top."""
+        return base.model_copy(update=dict(self.qa)) if self.qa else base
 
     @property
     def script(self) -> Speech:
@@ -115,6 +122,7 @@ def clip_spec(course: Course, narration: Narration, post: PostSettings) -> ClipS
         speech=script,
         voices_file=str(Path(course.voices.source).resolve()) if course.voices.source else None,
         organisation=course.organisation,
+        qa=narration.qa,
     )
     return ClipSpec(**{**spec.__dict__, "content_key": content_key(spec)})
 

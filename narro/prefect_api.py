@@ -10,6 +10,7 @@ narro.procs' guard, which stops it, and anything it started, when this process d
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import sys
 import time
@@ -22,6 +23,14 @@ from narro import procs
 from narro.errors import NarroError
 
 START_TIMEOUT_S = 60.0
+
+
+def quiet_prefect(verbose: bool = False) -> None:
+    """Call before Prefect is first imported (it reads these then): its logs go to the run's log file, and
+    it reports nothing home. Values the user set win."""
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
 
 
 def configured_api_url() -> str | None:

@@ -9,7 +9,6 @@ warning, never its clips.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger
@@ -23,16 +22,16 @@ from narro.store import Store
 
 
 def _audio_link(store: Store, course: str, narration_id: str) -> str:
-    url = store.audio_url(course, narration_id)
-    if url:
-        return url
+    """Where the MP3 is, for as long as the artifact is kept: a file:// URL or s3://BUCKET/KEY (not a
+    presigned URL, which would expire)."""
     path = store.mp3_path(course, narration_id)
-    return Path(path).as_uri() if path is not None else ""
+    return path.as_uri() if path is not None else f"{store.url}/{course}/{narration_id}.mp3"
 
 
 def clip_rows(batch: Batch, summary: Summary, store: Store, catalogue: Catalogue) -> list[dict[str, Any]]:
     """One row per clip of this run (rendered, failed, unchanged), in course order."""
     states = {state.narration_id: state for state in summary.rendered + summary.cached + summary.failed}
+    unchanged = {state.narration_id for state in summary.cached}
     history = catalogue.course_attempts(batch.course.slug)
     rows = []
     for spec in batch.specs:
@@ -45,7 +44,7 @@ def clip_rows(batch: Batch, summary: Summary, store: Store, catalogue: Catalogue
         published = state.status == "rendered"
         rows.append({
             "clip": spec.narration_id,
-            "status": "unchanged" if state in summary.cached else state.status,
+            "status": "unchanged" if spec.narration_id in unchanged else state.status,
             "wer": f"{wer:.1%}" if wer is not None else "",
             "duration_s": round(state.duration_s, 2) if state.duration_s is not None else "",
             "voice": f"{spec.voice} ({spec.tier})",
@@ -71,7 +70,8 @@ def publish(batch: Batch, summary: Summary, store: Store, catalogue: Catalogue) 
             f"**{batch.course.slug}**, run `{summary.run_id}`: {len(summary.rendered)} rendered, "
             f"{len(summary.cached)} unchanged, {len(summary.failed)} failed"))
         if context is not None and context.flow_run is not None:
-            rendered = [spec for spec in batch.specs if spec.narration_id in {row["clip"] for row in rows}]
+            listed = {row["clip"] for row in rows}
+            rendered = [spec for spec in batch.specs if spec.narration_id in listed]
             tags = {_tag("course", batch.course.slug)} | {_tag("tier", s.tier) for s in rendered} | {
                 _tag("voice", s.voice) for s in rendered}
             with get_client(sync_client=True) as client:

@@ -17,7 +17,7 @@ from narro.batch import FALLBACK, plan_batch, why
 from narro.catalogue import Catalogue, ClipState
 from narro.cli import main
 from narro.engines import ENGINES, EngineKind, edge
-from narro.errors import EngineUnavailable
+from narro.errors import EngineUnavailable, QualityError
 from narro.manifest import load_course
 from narro.plan import ClipSpec, effective_spec, plan, text_sha256
 from narro.settings import Settings
@@ -339,3 +339,52 @@ def test_a_tab_is_named_and_one_narration_is_singular(tmp_path: Path):
     assert "use spaces, not tabs, to indent YAML" in result.output
     one = write_manifest(tmp_path / "o", "course: c\nnarrations:\n  - id: a\n    text: Hi.\n")
     assert run("validate", str(one)).output.strip() == f"{one}: ok: course c, 1 narration, 1 word"
+
+
+# --- a manifest's `qa:` block --------------------------------------------------------------------
+
+QA_COURSE = """course: c
+defaults:
+  qa: {max_wer: 0.4, max_takes: 1}
+narrations:
+  - id: glossary
+    qa:
+      max_wer: 0.45
+      min_active_ratio: 0.99
+    text: The encoder quantises each frame with residual vector quantisation.
+  - id: plain
+    text: Hello there.
+"""
+
+
+def test_manifest_qa_thresholds_are_validated_merged_and_used(tmp_path: Path):
+    from narro import clip as clips
+    from narro.catalogue import Catalogue as Records
+    from narro.render import RunContext
+    from narro.settings import QaSettings
+
+    specs = {s.narration_id: s for s in plan(load_course(write_manifest(tmp_path / "ok", QA_COURSE)))}
+    assert dict(specs["glossary"].qa) == {"max_wer": 0.45, "max_takes": 1, "min_active_ratio": 0.99}
+    assert dict(specs["plain"].qa) == {"max_wer": 0.4, "max_takes": 1}
+    base = QaSettings(max_wer=0.3, max_gap_words=7)
+    assert specs["plain"].thresholds(base).max_wer == 0.4 and specs["plain"].thresholds(base).max_gap_words == 7
+    assert specs["plain"].content_key == plan(load_course(write_manifest(
+        tmp_path / "none", QA_COURSE.replace("  qa: {max_wer: 0.4, max_takes: 1}\n", "  tier: fast\n"))))[1].content_key
+
+    typo = write_manifest(tmp_path / "typo", QA_COURSE.replace("max_wer: 0.45", "max_wr: 0.45")
+                          .replace("max_takes: 1", "max_takes: 0"))
+    result = run("validate", str(typo))
+    assert result.exit_code == 2
+    assert f"{typo}:3: defaults.qa.max_takes: Input should be greater than or equal to 1" in result.output
+    assert f"{typo}:7: narrations[0].qa.max_wr: unknown field 'max_wr'; did you mean 'max_wer'?" in result.output
+
+    # The narration's own thresholds judge its take (a real piper take is far from 99% active) and go in the sidecar.
+    settings = Settings(qa=QaSettings(asr=False))
+    records = Records(f"sqlite:///{tmp_path / 'qa.db'}")
+    store = LocalStore(tmp_path / "store")
+    with pytest.raises(QualityError, match="active"):
+        clips.render_clip(specs["glossary"], RunContext("r1", "m", "x"), store, records, settings)
+    assert len(records.attempts("c", "glossary")) == 1  # max_takes: 1 from the manifest
+    sidecar = clips.render_clip(specs["plain"], RunContext("r1", "m", "x"), store, records, settings)
+    assert sidecar["qa"]["manifest"] == {"max_wer": 0.4, "max_takes": 1}
+    assert sidecar["qa"]["settings"]["max_wer"] == 0.4 and sidecar["qa"]["settings"]["asr"] is False

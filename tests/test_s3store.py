@@ -163,7 +163,7 @@ def test_bad_credentials_or_bucket_fail_before_anything_is_written(
     target = "s3://present/x"
     if problem == "wrong-secret":
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "definitely-wrong-secret")
-        expected = "check the credentials"
+        expected = "the secret access key is wrong"
     else:
         target, expected = "s3://absent/x", "bucket does not exist"
     result = render(str(manifest), "--store", target)

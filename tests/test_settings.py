@@ -187,11 +187,9 @@ def test_settings_are_hashable_so_engines_can_be_cached_per_settings():
 
 # Places outside narro/settings.py that may touch os.environ, each with its reason.
 ALLOWED_ENVIRONMENT_USE = {
-    ("narro/cli.py", 'os.environ.setdefault("PREFECT_LOGGING_LEVEL"'):
+    ("narro/prefect_api.py", 'os.environ.setdefault("PREFECT_'):
         "configures Prefect, a third-party library, before it is imported; not a narro setting",
-    ("narro/cli.py", 'os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED"'):
-        "configures Prefect before it is imported; not a narro setting",
-    ("narro/cli.py", 'os.environ.setdefault("DO_NOT_TRACK"'):
+    ("narro/prefect_api.py", 'os.environ.setdefault("DO_NOT_TRACK"'):
         "configures Prefect before it is imported; not a narro setting",
     ("narro/procs.py", "return {**os.environ, **extra}"):
         "passes this process's environment on to the child services it starts",
