@@ -181,7 +181,14 @@ def main() -> int:
         parser.error(f"--modes: unknown {', '.join(unknown)}; choose from {', '.join(MODES)}")
     env = {**os.environ, "PREFECT_LOGGING_LEVEL": "WARNING", "DO_NOT_TRACK": "1"}
     env.pop("PREFECT_API_URL", None)  # embedded mode runs its own private API
-    results = []
+    results: list[dict] = []
+    report = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "manifest": str(args.manifest), "limit": args.limit, "asr": env.get("NARRO_QA_ASR", "true"),
+        "results": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="narro-bench-cluster-") as temporary:
         workdir = Path(temporary)
         manifest = trimmed_manifest(args.manifest, args.limit, workdir) if args.limit else args.manifest.resolve()
@@ -192,15 +199,8 @@ def main() -> int:
             print(f"{mode}: rendering {manifest} ...", file=sys.stderr, flush=True)
             results.append(measure(mode, manifest, course, workdir, env))
             print(table(results[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
+            args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")  # each mode as it ends
     print(table(results))
-    report = {
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-        "manifest": str(args.manifest), "limit": args.limit, "asr": env.get("NARRO_QA_ASR", "true"),
-        "results": results,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     failed = [r["mode"] for r in results if r["returncode"] != 0]
     if failed:
         print(f"render failed in: {', '.join(failed)} (see output_tail in {args.out})", file=sys.stderr)

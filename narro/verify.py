@@ -10,7 +10,7 @@ import numpy as np
 from narro.catalogue import Catalogue
 from narro.encode import decode
 from narro.errors import AudioError
-from narro.watermark import DEFAULT_ORG, SAMPLE_RATE, Detection, clip_tag, detect
+from narro.watermark import DEFAULT_ORG, SAMPLE_RATE, Detection, clip_tag, detect, detect_among, payload_for
 
 
 @dataclass(frozen=True)
@@ -74,4 +74,10 @@ def verify_file(path: Path, catalogue: Catalogue | None, org: int = DEFAULT_ORG,
     tries only the published speed and pitch (faster, for files known not to be re-timed)."""
     samples, rate = read_audio(path)
     found = detect(samples, rate, search=search)
+    if found.payload is None and catalogue is not None:
+        # Too short to read blind (a one-word clip)? Ask whether it carries one of the catalogue's payloads.
+        keys = {key for course in catalogue.courses() for clip in catalogue.clips(course)
+                for key in (clip.published_key, clip.content_key) if key}
+        among = detect_among(samples, rate, (payload_for(key, org) for key in keys))
+        found = among if among.present else found
     return FileReport(path, found, org, meaning(found, catalogue, org))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,10 +25,10 @@ from scipy.signal import resample_poly
 from narro.errors import WatermarkError
 
 from . import v1, v2
-from .payload import DEFAULT_ORG, Payload, clip_tag, decode, payload_for
+from .payload import DEFAULT_ORG, Payload, clip_tag, coded, decode, payload_for
 
 __all__ = ["DEFAULT_ORG", "SAMPLE_RATE", "VERSION", "Detection", "Payload", "Verification", "clip_tag", "detect",
-           "embed", "payload_for", "require_verified", "verify_encoded"]
+           "detect_among", "embed", "payload_for", "require_verified", "verify_encoded"]
 
 VERSION = 1
 # The version `embed` writes. Version 2 (found again after speed and pitch changes) is built and
@@ -77,11 +78,11 @@ def _to_rate(samples: np.ndarray, sample_rate: int) -> np.ndarray:
     return _resample(np.asarray(samples, dtype=np.float32), sample_rate, SAMPLE_RATE).astype(np.float32)
 
 
-def embed(samples: np.ndarray, sample_rate: int, payload: Payload) -> np.ndarray:
-    """The clip with the current mark added (same length, same rate)."""
+def embed(samples: np.ndarray, sample_rate: int, payload: Payload, version: int | None = None) -> np.ndarray:
+    """The clip with the mark added (same length, same rate): version VERSION unless told."""
     x = np.asarray(samples, dtype=np.float32)
     work = _to_rate(x, sample_rate).astype(np.float64)
-    delta = _resample(_WRITERS[VERSION](work, payload) - work, SAMPLE_RATE, sample_rate)
+    delta = _resample(_WRITERS[version or VERSION](work, payload) - work, SAMPLE_RATE, sample_rate)
     return (x + np.pad(delta, (0, max(0, len(x) - len(delta))))[: len(x)]).astype(np.float32)
 
 
@@ -96,6 +97,27 @@ def detect(samples: np.ndarray, sample_rate: int, search: bool = True) -> Detect
     if payload is not None:
         return Detection(payload, round(z, 2), round(agreement, 3), round(offset_s, 3), version=1)
     return current
+
+
+def detect_among(samples: np.ndarray, sample_rate: int, candidates: Iterable[Payload]) -> Detection:
+    """Which of `candidates` the clip carries (version 2, as published), for clips too short for
+    their payload to be read blind: the best `Found.confidence_for` if it reaches Z_MIN_KNOWN
+    (which keeps chance matches rare for up to ~10^5 candidates)."""
+    published = v2.detect(_to_rate(samples, sample_rate), search=False)
+    if published is None:
+        return Detection(None, 0.0, 0.0, 0.0)
+    best = max(candidates, key=published.confidence_for, default=None)
+    if best is None or published.confidence_for(best) < v2.Z_MIN_KNOWN:
+        return _judge(published, np.inf)
+    return _known(published, best)
+
+
+def _known(published: v2.Found, payload: Payload) -> Detection:
+    bits = 2.0 * coded(payload) - 1.0
+    seen = published.soft != 0
+    agreement = float(np.mean(np.sign(published.soft[seen]) == bits[seen]))
+    return Detection(payload, round(published.confidence_for(payload), 2), round(agreement, 3), published.offset_s,
+                     version=2)
 
 
 def _detect_v2(work: np.ndarray, search: bool) -> Detection:
@@ -132,10 +154,11 @@ class Verification:
     payload: Payload
     confidence: float
     bit_agreement: float
+    version: int
     seal: str = field(repr=False)
 
     def as_dict(self) -> dict[str, object]:
-        return {"version": VERSION, **self.payload.as_dict(), "confidence": self.confidence,
+        return {"version": self.version, **self.payload.as_dict(), "confidence": self.confidence,
                 "bit_agreement": self.bit_agreement, "verified_on": "decoded mp3"}
 
 
@@ -144,15 +167,17 @@ def _seal(digest: str, payload: Payload) -> str:
 
 
 def verify_encoded(encoded: bytes, decoded: np.ndarray, sample_rate: int, expected: Payload,
-                   search: bool = False) -> Verification:
+                   search: bool = False, version: int | None = None) -> Verification:
     """Check that the encoded file (whose decoded PCM is `decoded`) carries `expected` in the
-    current version. `search` False tries scale 1 only: right after encoding nothing was re-timed.
+    version `embed` wrote (VERSION unless told). `search` False tries scale 1 only: right after
+    encoding nothing was re-timed. A version-2 clip too short for its payload to be read blind (one word) passes if it carries
+    `expected` with `Found.confidence_for` >= Z_MIN_KNOWN.
 
     Raises WatermarkError when the mark is missing or says something else.
     """
     work = _to_rate(decoded, sample_rate)
-    if VERSION == 2:
-        found = _detect_v2(work, search)
+    if (version or VERSION) == 2:
+        found = _verify_v2(work, expected, search)
     else:
         payload, z, agreement, offset_s = v1.detect(work)
         found = Detection(payload, round(z, 2), round(agreement, 3), round(offset_s, 3), version=1 if payload else None)
@@ -161,7 +186,20 @@ def verify_encoded(encoded: bytes, decoded: np.ndarray, sample_rate: int, expect
         raise WatermarkError(f"watermark not verified after encoding: found {what} (confidence {found.confidence}), "
                              f"expected payload {expected.hex()}")
     digest = hashlib.sha256(encoded).hexdigest()
-    return Verification(digest, expected, found.confidence, found.bit_agreement, _seal(digest, expected))
+    return Verification(digest, expected, found.confidence, found.bit_agreement, version or VERSION,
+                        _seal(digest, expected))
+
+
+def _verify_v2(work: np.ndarray, expected: Payload, search: bool) -> Detection:
+    """What version 2 reads in `work`, or, when it reads nothing blind, `expected` if the clip
+    carries it strongly enough (with that test's confidence and bit agreement)."""
+    published = v2.detect(work, search=False)
+    found = _judge(published, v2.Z_MIN_EXACT)
+    if search and found.payload != expected:
+        found = _judge(v2.detect(work, search=True), v2.Z_MIN)
+    if found.payload is not None or published is None or published.confidence_for(expected) < v2.Z_MIN_KNOWN:
+        return found
+    return _known(published, expected)
 
 
 def require_verified(verification: object, encoded: bytes) -> Verification:
