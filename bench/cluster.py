@@ -89,7 +89,7 @@ def cluster_up(workers: int, state: Path, prefix: str, env: dict[str, str]) -> t
     for line in exported.splitlines():
         name, _, value = line.removeprefix("export ").partition("=")
         pointed[name] = value.strip("'")
-    return pointed, up_s
+    return pointed, round(up_s, 1)
 
 
 def dispatch_gaps(bodies: list[tuple[float, float]], slots: int) -> list[float]:
