@@ -299,7 +299,9 @@ class Cluster:
                     [_bin("weed"), "server", "-ip", host, "-ip.bind", host, "-dir", str(data),
                      "-master.port", str(ports["master"]), "-volume.port", str(ports["volume"]),
                      "-filer", "-filer.port", str(ports["filer"]), "-s3", "-s3.port", str(ports["s3"]),
-                     "-s3.config", str(identities)],
+                     "-s3.config", str(identities),
+                     # Its Iceberg and Lance endpoints have fixed ports that clash with any other SeaweedFS.
+                     "-s3.port.iceberg", "0", "-s3.port.lance", "0"],
                     endpoint, _tcp_open(host, ports["s3"]), stop_signal=signal.SIGKILL)  # it ignores SIGTERM
         env = {"NARRO_S3_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret,
                "AWS_DEFAULT_REGION": "us-east-1", "NARRO_STORE_URL": f"s3://{S3_BUCKET}/courses"}

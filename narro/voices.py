@@ -107,7 +107,7 @@ class VoiceRegistry:
                 if kind is not None:
                     kind.identity(voice)
             except NarroError as error:
-                field = where + ("model",)
+                field = where + (_option_named(voice, kind, str(error)),)
                 if self.located is not None:
                     problems.append(self.located.problem(field, str(error)))
                 else:
@@ -214,6 +214,16 @@ def _unusable(registry: VoiceRegistryFile) -> dict[tuple[str, Tier], str]:
                     found[name, tier] = f"engine '{engine_voice.engine}' cannot be used: {broken[engine_voice.engine]}"
                 engine_voice = engine_voice.fallback
     return found
+
+
+def _option_named(voice: EngineVoice, kind: Any, message: str) -> str:
+    """The file option an engine's error is about (the one whose value it quotes), else `model`.
+
+    An engine's identity() only raises; quoting the path is what every engine's message does.
+    """
+    named = [(len(value), name) for name in (kind.path_options if kind else ())
+             if isinstance(value := getattr(voice, name, None), str) and value and value in message]
+    return max(named)[1] if named else "model"
 
 
 def _resolve_model_paths(registry: VoiceRegistryFile, folder: Path) -> VoiceRegistryFile:

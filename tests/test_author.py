@@ -332,6 +332,17 @@ def test_validate_finds_a_model_typo_at_its_line_with_a_suggestion(tmp_path: Pat
     assert rendered.exit_code == 2 and expected in rendered.output  # not a bare engine error mid-render
 
 
+def test_a_missing_reference_is_reported_at_its_own_line_not_at_the_model(tmp_path: Path):
+    voices = ("default: ada\nvoices:\n  ada:\n    quality:\n      engine: codec-lm\n      model: models/none\n"
+              "      reference: refs/none.wav\n")
+    manifest = write_manifest(tmp_path / "q", "course: q\nnarrations:\n  - id: a\n    text: Hello there.\n"
+                              "    voice: ada\n    tier: quality\n", voices)
+    result = run("validate", str(manifest))
+    assert result.exit_code == 2
+    assert f"{manifest.parent / 'voices.yaml'}:7: voices.ada.quality.reference: " in result.output
+    assert "cannot read the reference" in result.output
+
+
 def test_a_tab_is_named_and_one_narration_is_singular(tmp_path: Path):
     tabbed = write_manifest(tmp_path / "t", "course: c\nnarrations:\n\t- id: a\n\t  text: Hi.\n")
     result = run("validate", str(tabbed))
