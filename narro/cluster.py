@@ -11,8 +11,9 @@
 - with `s3`, a SeaweedFS S3 endpoint with its own credentials and a `narro` bucket.
 
 What it started is written to a state file (`status`, `env` and `down` read it). The command
-that ran `up` stays the services' supervisor: it stops them all on SIGTERM/SIGINT, and if it is
-killed outright, the guards stop them.
+that ran `up` stays the services' supervisor: it starts a service that exits again on its own
+address (a crashed Prefect server comes back where runs and workers look for it), stops them all
+on SIGTERM/SIGINT, and if it is killed outright, the guards stop them.
 """
 
 from __future__ import annotations
@@ -56,6 +57,20 @@ class ClusterConfig:
     host: str = "127.0.0.1"
     database_prefix: str = "narro"
     """Databases `{prefix}_prefect` (Prefect's) and `{prefix}` (the catalogue) are created if missing."""
+
+
+MAX_RESTARTS = 3
+RESTART_WINDOW_S = 600.0
+"""A service that exits is started again (a crashed Prefect server or worker comes back on its
+address, so runs and workers reconnect), unless it exited MAX_RESTARTS times in the window."""
+
+
+@dataclass(frozen=True)
+class _Launch:
+    command: list[str]
+    env: dict[str, str]
+    stop_signal: int
+    ready: Callable[[], bool]
 
 
 @dataclass
@@ -191,7 +206,9 @@ class Cluster:
     def __init__(self, config: ClusterConfig):
         self.config = config
         self.processes: list[tuple[ServiceRecord, Any]] = []
+        self.launches: dict[str, _Launch] = {}
         self.env: dict[str, str] = {}
+        self.state = ClusterState(os.getpid(), time.time(), {})
         config.state_dir.mkdir(parents=True, exist_ok=True)
 
     def _log(self, name: str) -> Path:
@@ -199,11 +216,29 @@ class Cluster:
 
     def _start(self, role: str, name: str, command: list[str], address: str, ready: Callable[[], bool],
                env: dict[str, str] | None = None, stop_signal: int = signal.SIGTERM) -> None:
+        launch = _Launch(command, procs.inherited_env(env or {}), stop_signal, ready)
         log = self._log(name)
-        process = procs.spawn(command, log=log, env=procs.inherited_env(env or {}), stop_signal=stop_signal)
+        process = procs.spawn(command, log=log, env=launch.env, stop_signal=stop_signal)
         record = ServiceRecord(role, name, process.pid, address, str(log))
         self.processes.append((record, process))
+        self.launches[name] = launch
         _wait_until(ready, process, f"{role} {name}", log)
+
+    def restart(self, record: ServiceRecord) -> None:
+        """Start a service that exited again, as it was started (same command, port and environment)."""
+        launch = self.launches[record.name]
+        index = next(i for i, (known, _) in enumerate(self.processes) if known is record)
+        process = procs.spawn(launch.command, log=Path(record.log), env=launch.env, stop_signal=launch.stop_signal)
+        record.pid = process.pid
+        self.processes[index] = (record, process)
+        _wait_until(launch.ready, process, f"{record.role} {record.name}", Path(record.log))
+        self.write_state()
+
+    def write_state(self) -> None:
+        """The state file `status`, `env` and `down` read, replaced whole."""
+        temporary = state_path(self.config.state_dir).with_suffix(".tmp")
+        temporary.write_text(self.state.to_json(), encoding="utf-8")
+        temporary.replace(state_path(self.config.state_dir))
 
     def up(self) -> ClusterState:
         config = self.config
@@ -256,11 +291,9 @@ class Cluster:
                     # The runs it starts send their clips to the Dask workers (flows/render_course.py).
                     {**worker_env, "PREFECT_WORKER_QUERY_SECONDS": "2", "NARRO_CLUSTER_MODE": "cluster"},
                     stop_signal=signal.SIGINT)  # it ignores one SIGTERM for over 15 s
-        state = ClusterState(os.getpid(), time.time(), self.env, [record for record, _ in self.processes])
-        temporary = state_path(config.state_dir).with_suffix(".tmp")
-        temporary.write_text(state.to_json(), encoding="utf-8")
-        temporary.replace(state_path(config.state_dir))
-        return state
+        self.state = ClusterState(os.getpid(), time.time(), self.env, [record for record, _ in self.processes])
+        self.write_state()
+        return self.state
 
     def _worker_joined(self, scheduler: str, name: str) -> Callable[[], bool]:
         def check() -> bool:
@@ -346,13 +379,25 @@ def supervise(config: ClusterConfig, on_ready: Callable[[ClusterState], None]) -
     try:
         state = cluster.up()
         on_ready(state)
+        restarts: dict[str, list[float]] = {}
         while not stop_requested:
-            for record, process in cluster.processes:
-                if process.poll() is not None:
-                    print(f"narro cluster: {record.role} {record.name} exited (code {process.returncode}); "
-                          f"see {record.log}", file=sys.stderr)
+            for record, process in list(cluster.processes):
+                if stop_requested or process.poll() is None:
+                    continue
+                print(f"narro cluster: {record.role} {record.name} exited (code {process.returncode}); "
+                      f"see {record.log}", file=sys.stderr)
+                recent = [at for at in restarts.get(record.name, []) if at > time.monotonic() - RESTART_WINDOW_S]
+                if len(recent) >= MAX_RESTARTS:
+                    print(f"narro cluster: {record.name} exited {MAX_RESTARTS} times in {RESTART_WINDOW_S:.0f} s; "
+                          "left stopped", file=sys.stderr)
                     cluster.processes.remove((record, process))
-                    break
+                    continue
+                restarts[record.name] = [*recent, time.monotonic()]
+                try:
+                    cluster.restart(record)
+                    print(f"narro cluster: restarted {record.name} (pid {record.pid})", file=sys.stderr)
+                except ClusterError as error:
+                    print(f"narro cluster: {error}", file=sys.stderr)
             time.sleep(0.5)
     finally:
         cluster.stop_all()

@@ -218,6 +218,40 @@ def test_a_worker_killed_mid_render_still_publishes_every_clip_once(cluster: dic
     assert leftovers == [], f"partial files in the store: {leftovers}"
 
 
+def test_a_prefect_server_crash_mid_render_loses_nothing_and_renders_nothing_twice(cluster: dict, tmp_path: Path):
+    manifest = write_manifest(tmp_path / "course", course("server-crash"), VOICES)
+    store = tmp_path / "store"
+    command = [str(NARRO), "render", str(manifest), "--store", str(store)]
+    render = subprocess.Popen(command, env=cluster["env"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    from narro.catalogue import Catalogue
+
+    catalogue = Catalogue(cluster["env"]["NARRO_CATALOGUE"])
+    deadline = time.monotonic() + 400
+    while time.monotonic() < deadline and render.poll() is None and not list(store.glob("server-crash/*.json")):
+        time.sleep(0.2)
+    assert render.poll() is None, f"the render ended before any clip was published: {render.communicate()[0]}"
+    server = next(row for row in status(cluster) if row["role"] == "prefect-server")
+    for pid in children(server["pid"]):
+        os.kill(pid, signal.SIGKILL)  # a crash: no clean shutdown
+    published_before = {path.name: path.stat().st_mtime_ns for path in (store / "server-crash").glob("*.mp3")}
+    assert published_before, "no clip was published before the crash"
+    first = render.communicate(timeout=600)[0]
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        restarted = next(row for row in status(cluster) if row["role"] == "prefect-server")
+        if restarted["pid"] != server["pid"] and restarted["alive"]:
+            break
+        time.sleep(0.5)
+    assert restarted["pid"] != server["pid"] and restarted["alive"], "the supervisor did not restart the server"
+    # The run either rode out the restart or stopped; a second render finishes whatever is missing.
+    second = subprocess.run(command, env=cluster["env"], capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, first + second.stdout + second.stderr
+    assert sorted(sidecars(store, "server-crash")) == [f"c{i + 1:02d}" for i in range(len(SENTENCES))]
+    for name, mtime in published_before.items():
+        assert (store / "server-crash" / name).stat().st_mtime_ns == mtime, f"{name} was published twice"
+    assert {c.status for c in catalogue.clips("server-crash")} == {"rendered"}
+
+
 def test_cluster_up_killed_outright_takes_every_service_with_it(base_env: dict[str, str], tmp_path: Path):
     state = tmp_path / "cluster"
     up = subprocess.Popen([str(NARRO), "cluster", "up", "--state-dir", str(state), "--workers", "1",
