@@ -94,7 +94,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, base_env: dict[str, str]):
     state = tmp_path_factory.mktemp("cluster")
     prefix = f"narro_test_{uuid.uuid4().hex[:8]}"
     up = subprocess.run([str(NARRO), "cluster", "up", "--detach", "--state-dir", str(state), "--workers", "2",
-                         "--gpu-workers", "1", "--db-prefix", prefix], env=base_env, capture_output=True, text=True,
+                         "--gpu-workers", "1", "--db-prefix", prefix, "--s3"], env=base_env, capture_output=True, text=True,
                         timeout=400)
     assert up.returncode == 0, up.stdout + up.stderr
     exported = subprocess.run([str(NARRO), "cluster", "env", "--state-dir", str(state)], env=base_env,
@@ -250,6 +250,48 @@ def test_a_prefect_server_crash_mid_render_loses_nothing_and_renders_nothing_twi
     for name, mtime in published_before.items():
         assert (store / "server-crash" / name).stat().st_mtime_ns == mtime, f"{name} was published twice"
     assert {c.status for c in catalogue.clips("server-crash")} == {"rendered"}
+
+
+def test_an_s3_crash_mid_render_in_cluster_mode_ends_with_a_summary_and_the_next_run_finishes(cluster: dict,
+                                                                                                tmp_path: Path):
+    """Cluster mode: the cluster's S3 server is killed after two clips; its supervisor starts it again."""
+    manifest = write_manifest(tmp_path / "course", course("s3-crash", clips=4), VOICES)
+    command = [str(NARRO), "render", str(manifest), "--store", "s3://narro/outage"]
+    env = cluster["env"]
+    render = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    from narro.catalogue import Catalogue
+
+    catalogue = Catalogue(env["NARRO_CATALOGUE"])
+    deadline = time.monotonic() + 400
+    while time.monotonic() < deadline and render.poll() is None and \
+            [c.status for c in catalogue.clips("s3-crash")].count("rendered") < 2:
+        time.sleep(0.2)
+    server = next(row for row in status(cluster) if row["role"] == "s3")
+    for pid in children(server["pid"]):
+        os.kill(pid, signal.SIGKILL)
+    before = {c.narration_id for c in catalogue.clips("s3-crash") if c.status == "rendered"}
+    assert len(before) >= 2, before
+    output = render.communicate(timeout=600)[0]
+    assert render.returncode in (0, 1), output
+    assert "render failed" not in output and "s3-crash: run" in output, output  # a summary, not a crash
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        restarted = next(row for row in status(cluster) if row["role"] == "s3")
+        if restarted["pid"] != server["pid"] and restarted["alive"]:
+            break
+        time.sleep(0.5)
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, output + again.stdout + again.stderr
+    assert {c.status for c in catalogue.clips("s3-crash")} == {"rendered"}
+    tries = attempts_per_clip(env["NARRO_CATALOGUE"], "s3-crash")
+    assert all(tries[clip] == 1 for clip in before), tries  # published before the crash: not rendered again
+    import boto3
+
+    client = boto3.session.Session().client(
+        "s3", endpoint_url=env["NARRO_S3_ENDPOINT_URL"], aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1")
+    index = json.loads(client.get_object(Bucket="narro", Key="outage/s3-crash/index.json")["Body"].read())
+    assert len(index["clips"]) == 4
 
 
 def test_cluster_up_killed_outright_takes_every_service_with_it(base_env: dict[str, str], tmp_path: Path):

@@ -80,7 +80,9 @@ def test_a_rendered_course_is_a_dataset_and_its_codes_are_extracted_once(tmp_pat
     for index in range(3):
         (course / f"n{index}.mp3").parent.mkdir(parents=True, exist_ok=True)
         (course / f"n{index}.mp3").write_bytes(encode_mp3(clips[index], rate, 96, {}))
-        (course / f"n{index}.json").write_text(json.dumps({"text": SENTENCES[index], "content_key": "k"}))
+        # A sidecar's text is the engine's, script markup tags included; the model learns the words only.
+        spoken = SENTENCES[index] + (" [pause 1.5s]" if index == 0 else "")
+        (course / f"n{index}.json").write_text(json.dumps({"text": spoken, "content_key": "k"}))
     (course / "index.json").write_text(json.dumps({"course": "intro", "clips": []}))
     (course / "n3.json").write_text(json.dumps({"content_key": "k"}))  # rendered before sidecars had the text
     with pytest.raises(DatasetError, match=r"n3.json: text: missing: rendered by an older narro"):

@@ -57,6 +57,7 @@ from narro.engines.codec_lm.frontend import Frontend, Vocabulary
 from narro.engines.codec_lm.model import CodecLM, ModelConfig, collate
 from narro.engines.codec_lm.reference import codec_input
 from narro.errors import DatasetError, NarroError, Problem
+from narro.markup import unmarked
 from narro.text import normalise
 
 STATE_FILE = "training.pt"
@@ -176,7 +177,8 @@ def _course(folder: Path) -> list[Utterance]:
         elif not audio.is_file():
             problems.append(Problem(sidecar, None, "audio", f"{audio.name} does not exist"))
         else:
-            utterances.append(Utterance(sidecar.stem, normalise(text), audio, sidecar))
+            # The sidecar's text is the engine's: script markup tags stay out of what the model learns to say.
+            utterances.append(Utterance(sidecar.stem, normalise(unmarked(text)), audio, sidecar))
     return _checked(folder, utterances, problems)
 
 
