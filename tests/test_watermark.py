@@ -13,13 +13,16 @@ from click.testing import CliRunner
 
 from narro import watermark
 from narro.audio import PostSettings
+from narro.catalogue import Catalogue
 from narro.cli import main
+from narro.clip import render_clip
 from narro.encode import _run, decode, encode_mp3
 from narro.errors import WatermarkError
 from narro.plan import ClipSpec, content_key
 from narro.render import RunContext, post_process, publish, synthesize, verify_watermark
-from narro.settings import Settings
+from narro.settings import QaSettings, Settings, WatermarkSettings
 from narro.store import LocalStore
+from narro.verify import verify_file
 from narro.voices import EngineVoice
 from narro.watermark import v1, v2
 
@@ -37,12 +40,9 @@ def spec_for(text: str) -> ClipSpec:
 
 @pytest.fixture(scope="module")
 def clip():
-    """A take marked with version 2, the speed- and pitch-robust mark most of these tests are about
-    (the pipeline still writes version 1: see narro.watermark)."""
+    """A take marked as the pipeline marks it (version 2), encoded and checked after encoding."""
     spec = spec_for(TEXT)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(watermark, "VERSION", 2)
-        return spec, verify_watermark(spec, post_process(spec, *synthesize(spec, Settings())))
+    return spec, verify_watermark(spec, post_process(spec, *synthesize(spec, Settings())))
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +182,7 @@ def test_short_clip_is_marked_and_verified(version: int, monkeypatch: pytest.Mon
     assert (found.payload, found.version) == (expected, version)
 
 
-def test_one_word_clip_is_verified_against_its_own_payload(monkeypatch: pytest.MonkeyPatch):
+def test_one_word_clip_is_verified_against_its_own_payload(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     """Too few tiles to read 48 bits blind: the pipeline and a catalogue still know which payload to test."""
     monkeypatch.setattr(watermark, "VERSION", 2)
     spec = spec_for("Thank you.")
@@ -195,6 +195,13 @@ def test_one_word_clip_is_verified_against_its_own_payload(monkeypatch: pytest.M
     assert not watermark.detect_among(finished.decoded, RATE, others).present
     with pytest.raises(WatermarkError, match="expected payload"):
         watermark.verify_encoded(finished.mp3, finished.decoded, RATE, others[0])
+    # `narro verify` asks the catalogue's clips when it cannot read the payload blind.
+    catalogue = Catalogue(f"sqlite:///{tmp_path / 'catalogue.db'}")
+    catalogue.register("wm-test", "w1", title="W1", voice="narrator", tier="fast", content_key=spec.content_key)
+    path = tmp_path / "w1.mp3"
+    path.write_bytes(finished.mp3)
+    report = verify_file(path, catalogue)
+    assert report.status == "watermarked" and "wm-test/w1" in report.meaning
 
 
 def test_another_organisations_mark_is_watermarked_not_ours(clip, unmarked, tmp_path: Path):
@@ -221,3 +228,45 @@ def test_version_1_clips_still_verify_and_say_so(clip, unmarked, tmp_path: Path)
     assert (found.payload, found.version) == (payload, 1)
     result = CliRunner().invoke(main, ["verify", str(path)])
     assert result.exit_code == 0 and "watermarked (version 1)" in result.output
+
+
+def test_the_pipeline_marks_a_short_clip_with_the_configured_organisation(tmp_path: Path):
+    """The issue's short clip through the whole clip pipeline (MP3 at the pipeline's bitrate, checked
+    after encoding, published): the mark is version 2 and carries settings.watermark.org_id."""
+    assert watermark.VERSION == 2
+    spec = spec_for("The first clip is short.")
+    settings = Settings(watermark=WatermarkSettings(org_id=0x12), qa=QaSettings(asr=False))
+    catalogue = Catalogue(f"sqlite:///{tmp_path / 'clips.db'}")
+    context = RunContext("run1", "m.yaml", "0" * 64)
+    catalogue.start_run(context.run_id, spec.course)
+    catalogue.register(spec.course, spec.narration_id, title=spec.title, voice=spec.voice, tier=spec.tier,
+                       content_key=spec.content_key)
+    sidecar = render_clip(spec, context, LocalStore(tmp_path / "store"), catalogue, settings)
+    theirs = watermark.payload_for(spec.content_key, org=0x12)
+    assert (sidecar["watermark"]["version"], sidecar["watermark"]["payload"]) == (2, theirs.hex())
+    published = tmp_path / "store" / "wm-test" / "w1.mp3"
+    found = watermark.detect(decode(published.read_bytes(), RATE), RATE)
+    assert (found.payload, found.version) == (theirs, 2)
+    runner, where = CliRunner(), ["--catalogue", f"sqlite:///{tmp_path / 'clips.db'}"]
+    ours = runner.invoke(main, ["verify", str(published), *where, "--json"], env={"NARRO_WATERMARK_ORG_ID": "0x12"})
+    assert ours.exit_code == 0 and json.loads(ours.output)["status"] == "watermarked", ours.output
+    assert "wm-test/w1" in json.loads(ours.output)["meaning"]
+    other = runner.invoke(main, ["verify", str(published), *where])
+    assert other.exit_code == 1 and "watermarked, not ours" in other.output
+
+
+def test_audio_that_cannot_carry_version_2_carries_version_1_and_says_so():
+    """Version 2 lives in the 400-3600 Hz bands; a pure 330 Hz tone (an outside engine's test double) has
+    nothing there, so the pipeline marks it with version 1 instead of failing the clip."""
+    from narro.engines import Synthesis
+    from narro.render import marked_and_verified
+
+    spec = spec_for("One two three four five six.")
+    time = np.arange(int(4.0 * RATE)) / RATE
+    tone = Synthesis((0.4 * np.sin(2 * np.pi * 330 * time)).astype(np.float32), RATE, "tone")
+    with pytest.raises(WatermarkError):
+        verify_watermark(spec, post_process(spec, tone))  # version 2 alone fails on it
+    finished = marked_and_verified(spec, tone, 0.0)
+    assert finished.watermark is not None and finished.watermark.version == 1
+    found = watermark.detect(decode(finished.mp3, RATE), RATE)
+    assert (found.payload, found.version) == (watermark.payload_for(spec.content_key), 1)
