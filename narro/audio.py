@@ -6,7 +6,7 @@ as BS.1770 annex 2 describes, because sample peaks miss the overs a codec will p
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import pyloudnorm
@@ -14,29 +14,11 @@ from scipy.ndimage import minimum_filter1d, uniform_filter1d
 from scipy.signal import resample_poly
 
 from narro.errors import AudioError
+from narro.post import PostSettings as PostSettings  # its home is narro.post; imported from here too
 
 OVERSAMPLE = 4
 # pyloudnorm needs at least one 400 ms gating block.
 MIN_MEASURABLE_S = 0.4
-
-
-@dataclass(frozen=True)
-class PostSettings:
-    """How every clip is finished; all of it is part of the content key."""
-
-    target_lufs: float = -16.0
-    """Integrated loudness target (BS.1770), the podcast/e-learning norm."""
-    true_peak_dbtp: float = -1.5
-    """Ceiling for the true peak of the published MP3."""
-    pad_s: float = 0.25
-    """Silence kept before the first and after the last word."""
-    silence_floor_db: float = 40.0
-    """Frames this many dB below the loudest frame count as silence when trimming."""
-    bitrate_kbps: int = 96
-    """MP3 bitrate (mono)."""
-
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

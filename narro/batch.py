@@ -25,13 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from narro import consent
-from narro.catalogue import FAILED, RENDERED, Catalogue, ClipState
+from narro.catalogue import FAILED, RENDERED, AttemptState, Catalogue, ClipState, CourseResults
 from narro.engines import engine_kind
 from narro.errors import EngineUnavailable, ManifestError, Problem, StoreError
+from narro.index import Published, course_index, known_entries
 from narro.manifest import Course, load_course
-from narro.plan import ClipSpec, clip_spec, effective_spec, plan, text_sha256
-from narro.render import RunContext, course_index, manifest_label
+from narro.plan import ClipSpec, RunContext, clip_spec, effective_spec, manifest_label, plan, text_sha256
 from narro.report import write_course_report
+from narro.retag import retag
 from narro.settings import QaSettings, Settings
 from narro.store import Store
 from narro.voices import TIERS
@@ -67,6 +68,16 @@ class Batch:
     """Clips the fallback voice spoke, kept because their own voice still does not answer (also in `cached`)."""
     sidecars: dict[str, dict[str, Any]] = field(default_factory=dict)
     """The published sidecars read while planning, by narration id."""
+    to_retag: list[ClipSpec] = field(default_factory=list)
+    """Clips whose published audio is current and only the title changed: re-tagged, not synthesised (narro.retag)."""
+    retagged: list[ClipSpec] = field(default_factory=list)
+    """The clips of `to_retag` that `prepare` re-tagged (one that could not be goes to `to_render`)."""
+    known: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The course index's entries as planning found it (narro.index): what the store held, as last checked."""
+    published: dict[str, Published] = field(default_factory=dict)
+    """What planning's listing found published, by narration id."""
+    catalogued: dict[str, ClipState] = field(default_factory=dict)
+    """The catalogue's rows for the course as planning read them (empty without a catalogue)."""
 
 
 @dataclass
@@ -78,6 +89,10 @@ class Summary:
     failed: list[ClipState]
     index_error: str | None = None
     """Why the course index (or report) could not be written: the store did not answer in time."""
+    history: dict[str, list[AttemptState]] = field(default_factory=dict)
+    """The course's attempts, from the same read as the clips (the QA table and run artifact show them)."""
+    retagged: list[ClipState] = field(default_factory=list)
+    """Clips whose title alone changed: re-tagged and re-published without synthesis (narro.retag)."""
 
     @property
     def ok(self) -> bool:
@@ -131,15 +146,24 @@ def plan_batch(
     context = RunContext(run_id or new_run_id(), manifest_label(Path(manifest)), course.manifest_sha256)
     batch = Batch(course, context, specs, to_render=[])
     states = {state.narration_id: state for state in catalogue.clips(course.slug)} if catalogue else {}
+    batch.catalogued = states
+    # One listing of the store, checked against the index (narro.index), instead of reads per clip.
+    batch.known = known_entries(store, course.slug)
+    batch.published = store.published_clips(course.slug, batch.known)
     fallback_clips: list[ClipSpec] = []
     for spec in specs:
         if only is not None and spec.narration_id not in only:
             continue
-        published = store.published_key(spec.course, spec.narration_id)
-        if not force and published == spec.content_key:
-            batch.cached.append(spec)
+        clip = batch.published.get(spec.narration_id)
+        published = clip.content_key if clip is not None else None
+        if not force and clip is not None and published == spec.content_key:
+            if clip.title == spec.title:
+                batch.cached.append(spec)
+            else:
+                batch.to_retag.append(spec)
+                batch.reasons[spec.narration_id] = [title_changed(clip.title, spec.title)]
             continue
-        sidecar = store.read_sidecar(spec.course, spec.narration_id) if published is not None else None
+        sidecar = (clip.sidecar or store.read_sidecar(spec.course, spec.narration_id)) if clip is not None else None
         if sidecar is not None:
             batch.sidecars[spec.narration_id] = sidecar
         reasons = why(spec, published, sidecar, states.get(spec.narration_id))
@@ -179,20 +203,54 @@ def prepare(
     retry_fallbacks: bool = False,
     settings: Settings | None = None,
 ) -> Batch:
-    """`plan_batch`, then record it: the run, every clip's row, the unchanged clips, the pending ones."""
+    """`plan_batch`, then record it: the run, every clip's row, the unchanged clips, the pending ones.
+
+    Clips whose title alone changed are re-tagged here (narro.retag): no synthesis, so no flow.
+    Rows the catalogue already holds as they would be written are left alone, so an unchanged
+    course costs no catalogue write per clip.
+    """
     batch = plan_batch(manifest, store, catalogue, run_id=run_id, only=only, voice=voice, tier=tier, force=force,
                        retry_fallbacks=retry_fallbacks, settings=settings)
     catalogue.start_run(batch.context.run_id, batch.course.slug)
+    states = batch.catalogued
     for spec in batch.specs:
-        catalogue.register(spec.course, spec.narration_id, title=spec.title, voice=spec.voice, tier=spec.tier,
-                           content_key=spec.content_key)
-    for spec in batch.cached:
+        state = states.get(spec.narration_id)
+        if state is None or (state.title, state.voice, state.tier, state.content_key) != \
+                (spec.title, spec.voice, spec.tier, spec.content_key):
+            catalogue.register(spec.course, spec.narration_id, title=spec.title, voice=spec.voice, tier=spec.tier,
+                               content_key=spec.content_key)
+    for spec in batch.to_retag:
+        listed = batch.published.get(spec.narration_id)
+        try:
+            batch.sidecars[spec.narration_id] = retag(store, spec, (listed.sidecar if listed else None)
+                                                      or _sidecar(store, spec), batch.context.run_id)
+        except StoreError as error:  # the MP3 is not what its sidecar says: make the clip again
+            batch.reasons[spec.narration_id].append(Reason("could not re-tag", str(error)))
+            batch.to_render.append(spec)
+            continue
+        batch.retagged.append(spec)
         catalogue.mark_cached(spec.course, spec.narration_id, content_key=spec.content_key,
-                              sidecar=batch.sidecars.get(spec.narration_id)
-                              or store.read_sidecar(spec.course, spec.narration_id))
+                              sidecar=batch.sidecars[spec.narration_id])
+    for spec in batch.cached:
+        if not _recorded(states.get(spec.narration_id), spec, batch.published.get(spec.narration_id)):
+            listed = batch.published.get(spec.narration_id)
+            catalogue.mark_cached(spec.course, spec.narration_id, content_key=spec.content_key,
+                                  sidecar=(listed.sidecar if listed else None) or batch.sidecars.get(spec.narration_id)
+                                  or _sidecar(store, spec))
     for spec in batch.to_render:
         catalogue.mark_pending(spec.course, spec.narration_id, batch.context.run_id)
     return batch
+
+
+def _sidecar(store: Store, spec: ClipSpec) -> dict[str, Any]:
+    return store.read_sidecar(spec.course, spec.narration_id) or {}
+
+
+def _recorded(state: ClipState | None, spec: ClipSpec, published: Published | None) -> bool:
+    """Whether the catalogue already has the clip as `mark_cached` would write it."""
+    return (state is not None and published is not None and state.status == RENDERED and state.last_error is None
+            and state.content_key == spec.content_key and state.published_key == published.content_key
+            and (state.fallback is None) == (published.fallback is None) and state.duration_s is not None)
 
 
 FALLBACK = "spoken by the fallback"
@@ -213,6 +271,8 @@ def why(spec: ClipSpec, published_key: str | None, sidecar: dict[str, Any] | Non
             reasons.append(Reason("new"))
     elif published_key != spec.content_key:
         reasons += _differences(spec, sidecar)
+    elif sidecar.get("title") != spec.title:  # the same audio: only its tag differs (narro.retag)
+        reasons.append(title_changed(sidecar.get("title"), spec.title))
     if state is not None and state.status == FAILED:
         reasons.append(Reason("last attempt failed", _shorten(state.last_error or "no reason recorded")))
     elif sidecar is None and not reasons:
@@ -251,10 +311,14 @@ def _differences(spec: ClipSpec, sidecar: dict[str, Any]) -> list[Reason]:
     if sidecar.get("post") != spec.post.as_dict():
         reasons.append(Reason("post-processing changed"))
     if sidecar.get("title") != spec.title:
-        reasons.append(Reason("title changed", f"'{sidecar.get('title')}' → '{spec.title}'"))
+        reasons.append(title_changed(sidecar.get("title"), spec.title))
     if not reasons:
         reasons.append(Reason("narro's pipeline changed", "the same script now renders differently"))
     return reasons
+
+
+def title_changed(published: str | None, wanted: str) -> Reason:
+    return Reason("title changed", f"'{published}' → '{wanted}'")
 
 
 def _shorten(text: str, limit: int = 160) -> str:
@@ -343,8 +407,10 @@ def conclude(batch: Batch, store: Store, catalogue: Catalogue, qa: QaSettings,
     The account comes from the catalogue, so a store that stopped answering cannot lose it: the
     index is written once the store answers again, within `store_wait_s`, else the summary says it
     was not (`index_error`) and the next run writes it. `qa`: the thresholds the course report shows.
+    The catalogue is read once (clips and attempts); the summary, QA table and report all use that read.
     """
-    states = {state.narration_id: state for state in catalogue.clips(batch.course.slug)}
+    results = catalogue.results(batch.course.slug)
+    states = dict(results.clips)  # updated below where a clip is found unfinished
     cached_ids = {spec.narration_id for spec in batch.cached}
     rendered, cached, failed = [], [], []
     for spec in batch.to_render + batch.cached:  # held_elsewhere: the run holding them accounts for them
@@ -357,13 +423,29 @@ def conclude(batch: Batch, store: Store, catalogue: Catalogue, qa: QaSettings,
             if state.status != FAILED:
                 # The worker died before it could say why; the clip must not look rendered.
                 catalogue.mark_failed(spec.course, spec.narration_id, "render did not finish", batch.context.run_id)
-                state = catalogue.clip(spec.course, spec.narration_id) or state
+                state = states[spec.narration_id] = catalogue.clip(spec.course, spec.narration_id) or state
             failed.append(state)
-    catalogue.finish_run(batch.context.run_id, rendered=len(rendered), failed=len(failed), cached=len(cached))
+    retagged = [states[spec.narration_id] for spec in batch.retagged]
+    catalogue.finish_run(batch.context.run_id, rendered=len(rendered), failed=len(failed),
+                         cached=len(cached) + len(retagged))
+    changed = bool(batch.to_render or batch.retagged)
 
     def write() -> None:
-        store.write_index(batch.course.slug, course_index(batch.specs, store))
-        write_course_report(batch.specs, store, catalogue, qa)  # {course}/report.html: QA per clip (narro.report)
+        # The listing planning made still holds when this run published nothing; else list again
+        # (narro.index: only the clips published since are read, each sidecar once).
+        published = store.published_clips(batch.course.slug, batch.known) if changed else batch.published
+        index = course_index(batch.specs, published)
+        if not changed and _same_clips(index, batch.known):
+            return  # nothing was published and the index says so already: no write per run
+        # {course}/report.html
+        write_course_report(batch.specs, CourseResults(states, results.history, results.verdicts), store, qa)
+        store.write_index(batch.course.slug, index)  # last: an index in place means the report went before it
 
     index_error = _once_store_answers(write, store_wait_s)
-    return Summary(batch.context.run_id, batch.course.slug, rendered, cached, failed, index_error)
+    return Summary(batch.context.run_id, batch.course.slug, rendered, cached, failed, index_error, results.history,
+                   retagged)
+
+
+def _same_clips(index: dict[str, Any], known: dict[str, dict[str, Any]]) -> bool:
+    """Whether `index` lists exactly the clips of the index in the store (`known`), in the same order."""
+    return [(clip["id"], clip) for clip in index["clips"]] == list(known.items())

@@ -10,7 +10,12 @@ Every object is sent with its Content-MD5, which S3 checks before it stores anyt
 whole or absent. The MP3 goes first, captions next, the sidecar last: the sidecar is the commit
 marker, and `published_key` trusts it only when the MP3 object's size and sha256 (in its
 metadata) match what the sidecar says, so an interrupted upload reads as "not published" and
-is simply redone on the next run. Nothing here logs or prints credentials.
+is simply redone on the next run. `published_clips` does the same for a whole course from one
+listing (ListObjectsV2, 1,000 keys a page): the sidecar names the MP3's md5, which is the ETag
+S3 gives a single-part upload, so the listing's ETag and size prove the MP3 is the sidecar's
+(a HEAD compares the sha256 where the ETag is no md5: multipart, SSE-KMS); the course index
+remembers both objects' ETags, so an unchanged clip costs no request at all (narro.index).
+Nothing here logs or prints credentials.
 """
 
 from __future__ import annotations
@@ -18,11 +23,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 from narro.errors import StoreError
+from narro.index import Published
 from narro.layout import INDEX_NAME, json_bytes
 
 T = TypeVar("T")
@@ -35,6 +41,11 @@ def _meta(metadata: dict[str, str], name: str) -> str | None:
         if key.lower() == name:
             return value
     return None
+
+
+def _etag(value: object) -> str:
+    """An ETag without the quotes S3 puts around it."""
+    return str(value).strip('"')
 
 
 class S3Store:
@@ -149,6 +160,61 @@ class S3Store:
         key = self._key(course, f"{narration_id}.mp3")
         head = self._absent_or(key, lambda: self._client.head_object(Bucket=self.bucket, Key=key))
         return None if head is None else (int(head["ContentLength"]), dict(head.get("Metadata", {})))
+
+    def _listing(self, course: str) -> dict[str, tuple[int, str]]:
+        """Name -> (size, ETag) of every object directly under the course (not its `_source/` or audit folders)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        base = self._key(course, "") + "/"
+        try:
+            pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=base,
+                                                                            Delimiter="/")
+            return {item["Key"][len(base):]: (int(item["Size"]), _etag(item["ETag"]))
+                    for page in pages for item in page.get("Contents", [])}
+        except (ClientError, BotoCoreError) as error:
+            raise self._fail("list", base, error) from error
+
+    def published_clips(self, course: str, known: Mapping[str, dict[str, Any]]) -> dict[str, Published]:
+        listing = self._listing(course)
+        found = {}
+        for name, (_, sidecar_etag) in listing.items():
+            narration_id = name.removesuffix(".json")
+            mp3 = listing.get(f"{narration_id}.mp3")
+            if name == narration_id or name == INDEX_NAME or mp3 is None:
+                continue  # no sidecar yet (an upload cut short) or not a clip
+            earlier = Published.from_entry(known.get(narration_id))
+            if earlier is not None and earlier.stored == f"{mp3[1]}+{sidecar_etag}":
+                found[narration_id] = earlier  # both objects byte-identical to when they were checked
+                continue
+            published = self._check(course, narration_id, mp3)
+            if published is not None:
+                found[narration_id] = published
+        return found
+
+    def _check(self, course: str, narration_id: str, mp3: tuple[int, str]) -> Published | None:
+        """Read the clip's sidecar (one GET) and check the listed MP3 against it: the clip, or None."""
+        key = self._key(course, f"{narration_id}.json")
+        got = self._absent_or(key, lambda: self._client.get_object(Bucket=self.bucket, Key=key))
+        if got is None:
+            return None
+        try:
+            sidecar = json.loads(got["Body"].read().decode("utf-8"))
+        except ValueError:
+            return None  # torn or foreign: not published, it will be rewritten
+        if not isinstance(sidecar, dict):
+            return None
+        expected = sidecar.get("mp3", {})
+        size, etag = mp3
+        if expected.get("md5") != etag or size != expected.get("bytes"):
+            # The ETag is no md5 (multipart, SSE-KMS), or the sidecar predates its md5, or the MP3
+            # was replaced after the sidecar: only its sha256 metadata can say.
+            mp3_key = self._key(course, f"{narration_id}.mp3")
+            head = self._absent_or(mp3_key, lambda: self._client.head_object(Bucket=self.bucket, Key=mp3_key))
+            if head is None or int(head["ContentLength"]) != expected.get("bytes") \
+                    or _meta(dict(head.get("Metadata", {})), "mp3-sha256") != expected.get("sha256"):
+                return None  # the MP3 is from another render than this sidecar: not published
+            etag = _etag(head["ETag"])
+        return Published.of(sidecar, f"{etag}+{_etag(got['ETag'])}")
 
     def published_key(self, course: str, narration_id: str) -> str | None:
         sidecar = self.read_sidecar(course, narration_id)

@@ -11,10 +11,12 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 from narro.errors import StoreError
+from narro.index import Published
 from narro.layout import INDEX_NAME, json_bytes
 
 
@@ -29,6 +31,14 @@ class Store(Protocol):
 
     def published_key(self, course: str, narration_id: str) -> str | None:
         """Content key of the clip published under this id, or None if absent or incomplete."""
+        ...
+
+    def published_clips(self, course: str, known: Mapping[str, dict[str, Any]]) -> dict[str, Published]:
+        """Every clip the course holds whole, by narration id, from one listing (narro.index).
+
+        `known`: the course index's entries by id; one whose objects are unchanged is taken as it is,
+        any other clip's sidecar is read (once) and checked against its MP3.
+        """
         ...
 
     def publish(self, course: str, narration_id: str, mp3: bytes, sidecar: dict[str, Any], *,
@@ -104,6 +114,47 @@ class LocalStore:
         key = sidecar.get("content_key")
         return key if isinstance(key, str) else None
 
+    def published_clips(self, course: str, known: Mapping[str, dict[str, Any]]) -> dict[str, Published]:
+        try:
+            files = {entry.name: entry for entry in os.scandir(self._dir(course)) if entry.is_file()}
+        except (FileNotFoundError, NotADirectoryError):
+            return {}
+        except OSError as exc:
+            raise StoreError(f"cannot list {self._dir(course)}: {exc.strerror or exc}") from exc
+        found = {}
+        for name, entry in files.items():
+            narration_id = name.removesuffix(".json")
+            mp3 = files.get(f"{narration_id}.mp3")
+            if name == narration_id or name == INDEX_NAME or name.startswith(".") or mp3 is None:
+                continue
+            try:
+                mp3_stat, sidecar_stat = mp3.stat(), entry.stat()
+            except FileNotFoundError:
+                continue  # replaced since the listing: the next run sees the new one
+            stored = f"{_identity(mp3_stat)}+{_identity(sidecar_stat)}"
+            earlier = Published.from_entry(known.get(narration_id))
+            if earlier is not None and earlier.stored == stored:
+                found[narration_id] = earlier
+                continue
+            sidecar, read_stat = self._read_sidecar_file(Path(entry.path))
+            if sidecar is None or read_stat is None or mp3_stat.st_size != sidecar.get("mp3", {}).get("bytes"):
+                continue  # the MP3 is not the one this sidecar was written for: not published
+            published = Published.of(sidecar, f"{_identity(mp3_stat)}+{_identity(read_stat)}")
+            if published is not None:
+                found[narration_id] = published
+        return found
+
+    @staticmethod
+    def _read_sidecar_file(path: Path) -> tuple[dict[str, Any] | None, os.stat_result | None]:
+        """The sidecar and the identity of the very file it was read from."""
+        try:
+            with path.open("rb") as handle:
+                stat, data = os.fstat(handle.fileno()), handle.read()
+            record = json.loads(data.decode("utf-8"))
+        except (OSError, ValueError):
+            return None, None  # gone, unreadable or torn: not published, it will be rewritten
+        return (record, stat) if isinstance(record, dict) else (None, None)
+
     def read_sidecar(self, course: str, narration_id: str) -> dict[str, Any] | None:
         path = self._dir(course) / f"{narration_id}.json"
         try:
@@ -178,6 +229,11 @@ class LocalStore:
             return []
         return sorted(path.relative_to(base).as_posix() for path in top.rglob("*")
                       if path.is_file() and not path.name.startswith("."))
+
+
+def _identity(stat: os.stat_result) -> str:
+    """A file's identity for narro.index: every write replaces the file (a new inode, size or time)."""
+    return f"{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

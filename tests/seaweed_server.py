@@ -7,12 +7,14 @@ fixture into a test module (`from tests.seaweed_server import seaweed  # noqa: F
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,12 +57,13 @@ def _stop(process: subprocess.Popen) -> None:
             process.wait(timeout=10)
 
 
-@pytest.fixture(scope="session")
-def seaweed(tmp_path_factory: pytest.TempPathFactory):
-    """A running SeaweedFS (master, volume, filer, S3) with its own credentials and a 'narro' bucket."""
+@contextlib.contextmanager
+def running_seaweed(root: Path) -> Iterator[Seaweed]:
+    """SeaweedFS (master, volume, filer, S3) keeping its data in `root`, with its own credentials and a
+    'narro' bucket; stopped on leaving (bench/noop.py uses it outside pytest)."""
     import botocore.exceptions
 
-    root = tmp_path_factory.mktemp("seaweed")
+    root.mkdir(parents=True, exist_ok=True)
     identities = root / "identities.json"
     identities.write_text(json.dumps({"identities": [{"name": "narro", "credentials": [
         {"accessKey": KEY, "secretKey": SECRET}], "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
@@ -91,6 +94,13 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory):
         yield server
     finally:
         _stop(process)
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed]:
+    """A running SeaweedFS with its own credentials and a 'narro' bucket, for the whole session."""
+    with running_seaweed(tmp_path_factory.mktemp("seaweed")) as server:
+        yield server
 
 
 @pytest.fixture

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -87,7 +89,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_walk_sees_the_imports_it_must():
     graph = _graph()
-    assert {"narro.engines", "narro.manifest", "narro.audio"} <= graph["narro.plan"]
+    assert {"narro.engines", "narro.manifest", "narro.post"} <= graph["narro.plan"]
     assert "narro.engines" in graph["narro.voices"]  # imported inside load_registry: counted too
     assert "narro.plan" in graph["tasks.edge_limit"]
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
@@ -109,3 +111,55 @@ def test_cli_and_engine_table_load_no_inference_runtime():
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+NOOP_COURSE = """
+course: noop-imports
+title: Imports of a no-op
+narrations:
+  - id: one
+    title: One
+    text: The first clip of a course that is already published.
+  - id: two
+    title: Two
+    text: The second clip, also published.
+"""
+NOOP_VOICES = "default: narrator\nvoices:\n  narrator:\n    fast: {engine: piper, model: joe-us-medium}\n"
+# What a render that finds nothing to do must not load: the audio stack, the flow engine, engine runtimes.
+HEAVY = ("scipy", "pyloudnorm", "prefect", "onnxruntime", "torch", "transformers", "piper", "faster_whisper",
+         "ctranslate2", "edge_tts", "aiohttp", "dask", "distributed", "narro.audio", "narro.render", "narro.encode",
+         "narro.watermark", "narro.qa", "narro.asr", "narro.clip")
+
+
+def test_a_render_that_finds_nothing_to_do_loads_no_audio_stack(tmp_path: Path):
+    from narro.manifest import load_course
+    from narro.plan import plan
+    from narro.store import LocalStore
+    from tests.conftest import write_manifest
+    from tests.stand_ins import publish_stand_ins
+
+    manifest = write_manifest(tmp_path / "course", NOOP_COURSE, NOOP_VOICES)
+    publish_stand_ins(LocalStore(tmp_path / "store"), plan(load_course(manifest)))
+    probe = (
+        "import json, sys\n"
+        "from narro.cli import main\n"
+        f"args = ['render', {str(manifest)!r}, '--store', {str(tmp_path / 'store')!r},"
+        f" '--catalogue', {'sqlite:///' + str(tmp_path / 'catalogue.db')!r}]\n"
+        "try:\n"
+        "    main(args)\n"
+        "except SystemExit as end:\n"
+        "    code = end.code\n"
+        f"heavy = {HEAVY!r}\n"
+        "loaded = sorted(m for m in sys.modules if any(m == h or m.startswith(h + '.') for h in heavy))\n"
+        "print('PROBE ' + json.dumps({'code': code, 'loaded': loaded}))\n"
+    )
+    env = {**os.environ, "NARRO_LOG_DIR": str(tmp_path / "logs")}
+    for run in ("first", "second"):  # the first also records the clips in the new catalogue
+        result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                                env=env)
+        assert result.returncode == 0, result.stderr
+        [line] = [line for line in result.stdout.splitlines() if line.startswith("PROBE ")]
+        outcome = json.loads(line.removeprefix("PROBE "))
+        assert outcome == {"code": 0, "loaded": []}, (run, result.stdout)
+    sidecars = [json.loads(path.read_text()) for path in sorted((tmp_path / "store" / "noop-imports").glob("*.json"))]
+    assert [s.get("stand_in") for s in sidecars if "clips" not in s] == [True, True]  # nothing was rendered

@@ -111,10 +111,9 @@ def test_default_post_settings_are_the_ones_plan_uses(planner):
         {"text": "Codecs compress audio into tokens!"},
         {"voice": "unhurried"},
         {"tier": "quality"},
-        {"title": "Welcome back"},
         {"id": "intro-2"},
     ],
-    ids=["word", "punctuation", "voice", "tier", "title", "id"],
+    ids=["word", "punctuation", "voice", "tier", "id"],
 )
 def test_an_audible_or_tagged_change_gives_a_new_key(planner, change):
     assert planner.key(manifest(**change)) != planner.key(manifest())
