@@ -134,7 +134,7 @@ def render_course(
                 futures.append(render_clip.submit(spec, batch.context, store, catalogue, settings))
         wait(futures)
     summary = conclude(batch, target, records, settings.qa)
-    artifacts.publish(batch, summary, target, records)  # what the run did, in the Prefect UI
+    artifacts.publish(batch, summary, target)  # what the run did, in the Prefect UI
     return {
         "run_id": summary.run_id,
         "course": summary.course,
@@ -143,6 +143,7 @@ def render_course(
         "failed": {state.narration_id: state.last_error for state in summary.failed},
         "held_elsewhere": [spec.narration_id for spec in batch.held_elsewhere],
         "index_error": summary.index_error,
+        "summary": summary,  # the run's account from its one catalogue read: `narro render` prints it as is
     }
 
 

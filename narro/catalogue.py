@@ -7,7 +7,7 @@ so several worker threads can report at once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,12 +16,15 @@ from sqlalchemy import (
     JSON,
     DateTime,
     Float,
+    Index,
     Integer,
     String,
     Text,
     and_,
+    case,
     create_engine,
     event,
+    func,
     inspect,
     or_,
     select,
@@ -30,6 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.schema import CreateIndex
 
 from narro.errors import CatalogueError
 
@@ -77,6 +81,10 @@ class ClipRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now, onupdate=now)
 
+    # Pages of a course in catalogue order, all clips or one status (`clip_page`, `status_counts`).
+    __table_args__ = (Index("ix_clips_course_order", "course", "created_at", "narration_id"),
+                      Index("ix_clips_course_status", "course", "status", "created_at", "narration_id"))
+
 
 class RunRow(Base):
     __tablename__ = "runs"
@@ -108,6 +116,9 @@ class AttemptRow(Base):
     """Loudness, peak, duration and any QA figures of this attempt."""
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    # One page's histories in a single range scan (`attempts_of`).
+    __table_args__ = (Index("ix_attempts_clip", "course", "narration_id", "id"),)
 
 
 @dataclass(frozen=True)
@@ -150,6 +161,30 @@ class ClipState:
         return {name: value.isoformat() if isinstance(value, datetime) else value for name, value in self.__dict__.items()}
 
 
+@dataclass(frozen=True)
+class CourseResults:
+    """A course's clips and every clip's attempts, read once: what a run's summary, QA table and report show."""
+
+    clips: dict[str, ClipState]
+    """Narration id → clip, in catalogue order."""
+    history: dict[str, list[AttemptState]]
+    """Narration id → its attempts, oldest first (absent: none yet)."""
+    verdicts: dict[str, VerdictState] = field(default_factory=dict)
+    """Narration id → the reviewer's latest verdict, where one was given (narro.review says if it still holds)."""
+
+
+_ATTEMPT_COLUMNS = (AttemptRow.narration_id, AttemptRow.number, AttemptRow.run_id, AttemptRow.status,
+                    AttemptRow.error, AttemptRow.engine, AttemptRow.metrics, AttemptRow.started_at,
+                    AttemptRow.finished_at)
+"""An attempt read as a plain row: a course's thousands of attempts load without an ORM object each."""
+
+
+def _attempt(row: Any) -> AttemptState:
+    """An AttemptRow, or a row of _ATTEMPT_COLUMNS."""
+    return AttemptState(row.number, row.run_id, row.status, row.error, row.engine, row.metrics, row.started_at,
+                        row.finished_at)
+
+
 def _aware(moment: datetime | None) -> datetime | None:
     """SQLite hands timezone-aware columns back naive; they were written in UTC."""
     return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
@@ -163,7 +198,131 @@ def _state(row: ClipRow) -> ClipState:
     return ClipState(**values)
 
 
-class Catalogue:
+# --- Review verdicts (narro.review; the dashboard's "review by ear") ------------------------
+# Additive: a table of its own, created by create_all on any catalogue, old or new.
+
+APPROVED, FLAGGED = "approved", "flagged"
+VERDICTS = (APPROVED, FLAGGED)
+
+
+class VerdictRow(Base):
+    """A reviewer's verdict on a clip's audio: the latest one per clip, for the audio it was given on."""
+
+    __tablename__ = "verdicts"
+
+    course: Mapped[str] = mapped_column(String(80), primary_key=True)
+    narration_id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    content_key: Mapped[str] = mapped_column(String(64))
+    """The published key of the audio reviewed: once the audio changes, the verdict no longer holds."""
+    verdict: Mapped[str] = mapped_column(String(16))
+    note: Mapped[str] = mapped_column(Text, default="")
+    reviewed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+@dataclass(frozen=True)
+class VerdictState:
+    verdict: str
+    """approved or flagged."""
+    note: str
+    content_key: str
+    reviewed_at: datetime
+
+
+@dataclass(frozen=True)
+class ClipLine:
+    """The few columns of a clip that a course's counts, filters and page order need (no metrics, no errors)."""
+
+    narration_id: str
+    status: str
+    published_key: str | None
+    duration_s: float | None
+    verdict: VerdictState | None
+    run_id: str | None = None
+
+
+def _verdict(row: VerdictRow) -> VerdictState:
+    return VerdictState(row.verdict, row.note, row.content_key, _aware(row.reviewed_at) or row.reviewed_at)
+
+
+class Reviews:
+    """The catalogue's verdict queries (mixed into Catalogue)."""
+
+    _sessions: sessionmaker[Session]
+
+    def record_verdict(self, course: str, narration_id: str, *, content_key: str, verdict: str, note: str = "") -> None:
+        """Replace the clip's verdict with this one, given on the audio whose published key is `content_key`."""
+        if verdict not in VERDICTS:
+            raise CatalogueError(f"unknown verdict '{verdict}': expected one of {', '.join(VERDICTS)}")
+        try:
+            with self._sessions() as session, session.begin():
+                row = session.get(VerdictRow, (course, narration_id))
+                if row is None:
+                    row = VerdictRow(course=course, narration_id=narration_id)
+                    session.add(row)
+                row.content_key, row.verdict, row.note, row.reviewed_at = content_key, verdict, note, now()
+        except SQLAlchemyError as exc:
+            raise CatalogueError(f"catalogue write failed: {exc}") from exc
+
+    def verdict(self, course: str, narration_id: str) -> VerdictState | None:
+        with self._sessions() as session:
+            row = session.get(VerdictRow, (course, narration_id))
+            return _verdict(row) if row else None
+
+    def verdicts(self, course: str) -> dict[str, VerdictState]:
+        """Every verdict given on a course's clips, current or not (narro.review says which still hold)."""
+        with self._sessions() as session:
+            return {row.narration_id: _verdict(row)
+                    for row in session.scalars(select(VerdictRow).where(VerdictRow.course == course))}
+
+    def clip_lines(self, course: str) -> list[ClipLine]:
+        """Every clip of a course as a ClipLine with its verdict, in catalogue order: one query, light columns."""
+        query = (select(ClipRow.narration_id, ClipRow.status, ClipRow.published_key, ClipRow.duration_s,
+                        ClipRow.lease_expires, ClipRow.run_id, VerdictRow.verdict, VerdictRow.note, VerdictRow.content_key,
+                        VerdictRow.reviewed_at)
+                 .outerjoin(VerdictRow, and_(VerdictRow.course == ClipRow.course,
+                                             VerdictRow.narration_id == ClipRow.narration_id))
+                 .where(ClipRow.course == course).order_by(ClipRow.created_at, ClipRow.narration_id))
+        lines = []
+        moment = now()
+        try:
+            with self._sessions() as session:
+                for narration_id, status, published, duration, expires, run_id, verdict, note, key, at in \
+                        session.execute(query):
+                    expires = _aware(expires)
+                    if status in (PENDING, RUNNING) and expires is not None and expires < moment:
+                        status = INTERRUPTED
+                    lines.append(ClipLine(narration_id, status, published, duration,
+                                          VerdictState(verdict, note, key, _aware(at) or at) if verdict else None,
+                                          run_id))
+        except SQLAlchemyError as exc:
+            raise CatalogueError(f"catalogue read failed: {exc}") from exc
+        return lines
+
+    def clips_of(self, course: str, narration_ids: list[str]) -> dict[str, ClipState]:
+        """The full rows of the given clips (a page of them) in one query: id → state."""
+        if not narration_ids:
+            return {}
+        query = select(ClipRow).where(ClipRow.course == course, ClipRow.narration_id.in_(narration_ids))
+        try:
+            with self._sessions() as session:
+                return {row.narration_id: _state(row) for row in session.scalars(query)}
+        except SQLAlchemyError as exc:
+            raise CatalogueError(f"catalogue read failed: {exc}") from exc
+
+    def search_clips(self, course: str, words: str) -> set[str]:
+        """The clips whose title or last error contains `words` (any case)."""
+        pattern = "%" + words.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        query = select(ClipRow.narration_id).where(
+            ClipRow.course == course,
+            or_(func.lower(ClipRow.title).like(pattern, escape="\\"),
+                func.lower(ClipRow.last_error).like(pattern, escape="\\")))
+        with self._sessions() as session:
+            return set(session.scalars(query))
+
+# --- end of review verdicts ------------------------------------------------------------------
+
+
+class Catalogue(Reviews):
     def __init__(self, url: str):
         """`url`: a SQLAlchemy URL, usually the `catalogue.url` setting (narro.settings)."""
         self.url = url
@@ -288,9 +447,9 @@ class Catalogue:
         """Every clip's attempt history for a course in one query: narration id → attempts, oldest first."""
         history: dict[str, list[AttemptState]] = {}
         with self._session() as session:
-            for r in session.scalars(select(AttemptRow).where(AttemptRow.course == course).order_by(AttemptRow.id)):
-                history.setdefault(r.narration_id, []).append(
-                    AttemptState(r.number, r.run_id, r.status, r.error, r.engine, r.metrics, r.started_at, r.finished_at))
+            for row in session.execute(select(*_ATTEMPT_COLUMNS).where(AttemptRow.course == course)
+                                       .order_by(AttemptRow.id)):
+                history.setdefault(row.narration_id, []).append(_attempt(row))
         return history
 
     def mark_rendered(self, course: str, narration_id: str, *, content_key: str, engine: str, duration_s: float,
@@ -336,10 +495,113 @@ class Catalogue:
     def clips(self, course: str) -> list[ClipState]:
         try:
             with self._session() as session:
-                rows = session.scalars(select(ClipRow).where(ClipRow.course == course).order_by(ClipRow.created_at))
+                rows = session.scalars(select(ClipRow).where(ClipRow.course == course)
+                                       .order_by(ClipRow.created_at, ClipRow.narration_id))
                 return [_state(row) for row in rows]
         except SQLAlchemyError as exc:
             raise CatalogueError(f"catalogue read failed: {exc}") from exc
+
+    def results(self, course: str) -> CourseResults:
+        """Every clip of a course and every attempt's history, in one transaction (a consistent snapshot)."""
+        history: dict[str, list[AttemptState]] = {}
+        clips: dict[str, ClipState] = {}
+        verdicts: dict[str, VerdictState] = {}
+        try:
+            with self._session() as session, session.begin():
+                rows = session.execute(  # each clip with its reviewer's verdict, if any
+                    select(ClipRow, VerdictRow)
+                    .outerjoin(VerdictRow, and_(VerdictRow.course == ClipRow.course,
+                                                VerdictRow.narration_id == ClipRow.narration_id))
+                    .where(ClipRow.course == course).order_by(ClipRow.created_at, ClipRow.narration_id))
+                for clip, verdict in rows:
+                    clips[clip.narration_id] = _state(clip)
+                    if verdict is not None:
+                        verdicts[clip.narration_id] = _verdict(verdict)
+                for row in session.execute(select(*_ATTEMPT_COLUMNS).where(AttemptRow.course == course)
+                                           .order_by(AttemptRow.id)):
+                    history.setdefault(row.narration_id, []).append(_attempt(row))
+        except SQLAlchemyError as exc:
+            raise CatalogueError(f"catalogue read failed: {exc}") from exc
+        return CourseResults(clips, history, verdicts)
+
+    def clip_page(self, course: str, *, offset: int = 0, limit: int | None = 50, failed_only: bool = False,
+                  flagged_only: bool = False) -> tuple[list[ClipState], int]:
+        """One page of a course's clips in catalogue order (first registered first), and how many match.
+
+        `limit` None: every matching clip from `offset` on. `failed_only`: only clips whose status
+        is failed. `flagged_only`: only clips whose reviewer's flag still holds (given on the audio
+        now published, narro.review). Two indexed queries (the page, the count) whatever the course's size.
+        """
+        where = [ClipRow.course == course] + ([ClipRow.status == FAILED] if failed_only else [])
+        if flagged_only:
+            flagged = select(VerdictRow.narration_id).where(
+                VerdictRow.course == course, VerdictRow.narration_id == ClipRow.narration_id,
+                VerdictRow.verdict == FLAGGED, VerdictRow.content_key == ClipRow.published_key)
+            where.append(flagged.exists())
+        query = (select(ClipRow).where(*where).order_by(ClipRow.created_at, ClipRow.narration_id)
+                 .offset(offset).limit(limit))
+        try:
+            with self._session() as session:
+                total = session.scalar(select(func.count()).select_from(ClipRow).where(*where)) or 0
+                return [_state(row) for row in session.scalars(query)], total
+        except SQLAlchemyError as exc:
+            raise CatalogueError(f"catalogue read failed: {exc}") from exc
+
+    def attempts_of(self, course: str, narration_ids: list[str]) -> dict[str, list[AttemptState]]:
+        """The attempt histories of the given clips (a page of them) in one query: id → attempts, oldest first."""
+        history: dict[str, list[AttemptState]] = {narration_id: [] for narration_id in narration_ids}
+        if not narration_ids:
+            return history
+        query = (select(*_ATTEMPT_COLUMNS)
+                 .where(AttemptRow.course == course, AttemptRow.narration_id.in_(narration_ids))
+                 .order_by(AttemptRow.id))
+        try:
+            with self._session() as session:
+                for row in session.execute(query):
+                    history[row.narration_id].append(_attempt(row))
+        except SQLAlchemyError as exc:
+            raise CatalogueError(f"catalogue read failed: {exc}") from exc
+        return history
+
+    def verdicts_of(self, course: str, narration_ids: list[str]) -> dict[str, VerdictState]:
+        """The reviewers' verdicts on the given clips (a page of them) in one query: id → verdict, where given."""
+        if not narration_ids:
+            return {}
+        query = select(VerdictRow).where(VerdictRow.course == course, VerdictRow.narration_id.in_(narration_ids))
+        try:
+            with self._session() as session:
+                return {row.narration_id: _verdict(row) for row in session.scalars(query)}
+        except SQLAlchemyError as exc:
+            raise CatalogueError(f"catalogue read failed: {exc}") from exc
+
+    def run_counts(self, course: str, run_id: str) -> dict[str, int]:
+        """How many of a course's clips are in each status with `run_id` as their last run, in one query."""
+        query = (select(ClipRow.status, func.count()).where(ClipRow.course == course, ClipRow.run_id == run_id)
+                 .group_by(ClipRow.status))
+        try:
+            with self._session() as session:
+                return {status: clips for status, clips in session.execute(query)}
+        except SQLAlchemyError as exc:
+            raise CatalogueError(f"catalogue read failed: {exc}") from exc
+
+    def status_counts(self, course: str) -> dict[str, int]:
+        """How many of a course's clips are in each status (interrupted leases counted as such), in one query.
+
+        The key `fallback` counts the clips the fallback voice spoke, whatever their status.
+        """
+        shown = case((and_(ClipRow.status.in_((PENDING, RUNNING)), ClipRow.lease_expires < now()), INTERRUPTED),
+                     else_=ClipRow.status)
+        query = (select(shown, func.count(), func.count(ClipRow.fallback)).where(ClipRow.course == course)
+                 .group_by(shown))
+        counts: dict[str, int] = {}
+        try:
+            with self._session() as session:
+                for status, clips, fallbacks in session.execute(query):
+                    counts[status] = counts.get(status, 0) + clips
+                    counts["fallback"] = counts.get("fallback", 0) + fallbacks
+        except SQLAlchemyError as exc:
+            raise CatalogueError(f"catalogue read failed: {exc}") from exc
+        return counts
 
     def clip(self, course: str, narration_id: str) -> ClipState | None:
         with self._session() as session:
@@ -361,7 +623,7 @@ class Catalogue:
 
 
 def _add_missing_columns(engine: Any) -> None:
-    """Add nullable columns that a newer narro defines to an older catalogue's tables.
+    """Add nullable columns and indexes that a newer narro defines to an older catalogue's tables.
 
     Columns are only ever added, and only nullable ones, so this is the whole migration story.
     """
@@ -373,6 +635,10 @@ def _add_missing_columns(engine: Any) -> None:
                 if column.name not in present and column.nullable:
                     kind = column.type.compile(dialect=engine.dialect)
                     connection.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+            indexed = {index["name"] for index in inspector.get_indexes(table.name)}
+            for index in table.indexes:
+                if index.name not in indexed:  # IF NOT EXISTS: another process may be opening it too
+                    connection.execute(CreateIndex(index, if_not_exists=True))
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:

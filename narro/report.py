@@ -1,8 +1,10 @@
 """The course report: one self-contained HTML file (inline SVG, no scripts, no CDN).
 
 A table of clips with their QA figures and two small charts, loudness and WER per clip, with
-the target band and threshold drawn, so a producer sees the outliers at a glance. Built from
-the published sidecars (the QA of what is in the store) and the catalogue (what failed, why).
+the target band and threshold drawn, so a producer sees the outliers at a glance. Built from the
+run's one read of the catalogue (narro.catalogue.CourseResults: each clip's state and the
+figures of its published take); a sidecar is read only for a clip published before this
+catalogue kept its takes.
 """
 
 from __future__ import annotations
@@ -10,12 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from narro.catalogue import FAILED, RENDERED, AttemptState, Catalogue, ClipState
-from narro.plan import ClipSpec
-from narro.settings import QaSettings
-from narro.store import Store
+from narro.catalogue import FAILED, RENDERED, AttemptState, ClipState, CourseResults
+from narro.review import describe
+
+if TYPE_CHECKING:  # `narro status` reads figures from here without planning's imports
+    from narro.plan import ClipSpec
+    from narro.settings import QaSettings
+    from narro.store import Store
 
 REPORT_NAME = "report.html"
 
@@ -32,24 +37,35 @@ class ClipRow:
     wpm: float | None
     takes: int | None
     note: str
+    review: str = ""
+    """The reviewer's verdict in words (narro.review.describe), empty when none was given."""
 
 
-def _rows(specs: list[ClipSpec], store: Store, catalogue: Catalogue) -> list[ClipRow]:
-    states = {state.narration_id: state for state in catalogue.clips(specs[0].course)} if specs else {}
+def _rows(specs: list[ClipSpec], results: CourseResults, store: Store) -> list[ClipRow]:
     rows = []
     for spec in specs:
-        sidecar: dict[str, Any] = store.read_sidecar(spec.course, spec.narration_id) or {}
-        qa = sidecar.get("qa") or {}
-        state = states.get(spec.narration_id)
+        state = results.clips.get(spec.narration_id)
+        history = results.history.get(spec.narration_id, [])
+        published = published_and_failed(history, state)[0] if state else None
+        if published is not None:
+            metrics = published.metrics or {}
+            wer, wpm, take = metrics.get("wer"), metrics.get("wpm"), metrics.get("take")
+            earlier = [f"take {(a.metrics or {}).get('take', '?')}: {a.error}" for a in history
+                       if a.run_id == published.run_id and a.number < published.number and a.status == FAILED]
+        elif state is not None and state.published_key is not None:
+            # Published before this catalogue kept its takes: the sidecar has the figures.
+            qa = (store.read_sidecar(spec.course, spec.narration_id) or {}).get("qa") or {}
+            wer, wpm, take = qa.get("wer"), qa.get("wpm"), qa.get("take")
+            earlier = [f"take {t['take']}: {t['failed']}" for t in qa.get("takes", []) if not t.get("passed")]
+        else:
+            wer = wpm = take = None
+            earlier = []
         status = state.status if state else "unknown"
-        note = (state.last_error or "") if state and status == "failed" else ""
-        if not note and qa:
-            failed_before = [t for t in qa.get("takes", []) if not t.get("passed")]
-            note = "; ".join(f"take {t['take']}: {t['failed']}" for t in failed_before)
-        rows.append(ClipRow(
-            spec.narration_id, spec.title, status, sidecar.get("duration_s"), sidecar.get("loudness_lufs"),
-            sidecar.get("true_peak_dbtp"), qa.get("wer"), qa.get("wpm"), qa.get("take"), note,
-        ))
+        note = (state.last_error or "") if state and status == FAILED else "; ".join(earlier)
+        rows.append(ClipRow(spec.narration_id, spec.title, status, state.duration_s if state else None,
+                            state.loudness_lufs if state else None, state.true_peak_dbtp if state else None,
+                            wer, wpm, take, note,
+                            describe(results.verdicts.get(spec.narration_id), state.published_key if state else None)))
     return rows
 
 
@@ -96,9 +112,9 @@ def _cell(value: float | None, fmt: str, bad: bool = False) -> str:
     return f"<td{style}>{format(value, fmt)}</td>"
 
 
-def course_report(specs: list[ClipSpec], store: Store, catalogue: Catalogue, settings: QaSettings) -> str:
-    """The HTML report of a course's clips as the store and the catalogue have them."""
-    rows = _rows(specs, store, catalogue)
+def course_report(specs: list[ClipSpec], results: CourseResults, store: Store, settings: QaSettings) -> str:
+    """The HTML report of a course's clips as the catalogue has them (`results`: one read of it)."""
+    rows = _rows(specs, results, store)
     course = specs[0].course if specs else ""
     target = specs[0].post.target_lufs if specs else -16.0
     tolerance = settings.loudness_tolerance_lu
@@ -115,9 +131,11 @@ def course_report(specs: list[ClipSpec], store: Store, catalogue: Catalogue, set
             f"<tr><td>{index}</td><td>{escape(row.id)}</td><td>{escape(row.title)}</td>{status}"
             f"{_cell(row.duration_s, '.1f')}{_cell(row.loudness_lufs, '.1f', loud_bad)}"
             f"{_cell(row.true_peak_dbtp, '.1f')}{_cell(row.wer * 100 if row.wer is not None else None, '.1f', wer_bad)}"
-            f"{_cell(row.wpm, '.0f')}<td>{row.takes or ''}</td><td class=\"note\">{escape(row.note)}</td></tr>"
+            f"{_cell(row.wpm, '.0f')}<td>{row.takes or ''}</td><td class=\"note\">{escape(row.note)}</td>"
+            f"<td class=\"note{' bad' if row.review.startswith('flagged') else ''}\">{escape(row.review)}</td></tr>"
         )
     failed = sum(r.status == "failed" for r in rows)
+    flagged = sum(r.review.startswith("flagged") for r in rows)
     generated = datetime.now(UTC).isoformat(timespec="seconds")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>narro QA report: {escape(course)}</title>
@@ -128,41 +146,39 @@ td:nth-child(2),td:nth-child(3),td:nth-child(4),td.note,th{{text-align:left}} td
 .bad{{color:#c0392b;font-weight:bold}} svg{{display:block;margin:8px 0}}
 </style></head><body>
 <h1>QA report: {escape(course)}</h1>
-<p>{len(rows)} clips, {failed} failed. Loudness target {target:g} LUFS ± {tolerance:g} LU; WER at most
+<p>{len(rows)} clips, {failed} failed, {flagged} flagged by a reviewer. Loudness target {target:g} LUFS ± {tolerance:g} LU; WER at most
 {settings.max_wer:.0%} (tiny.en round trip after normalisation). Generated {generated}.</p>
 {loudness}
 {wer}
 <table><thead><tr><th>#</th><th>clip</th><th>title</th><th>status</th><th>duration s</th><th>LUFS</th>
-<th>dBTP</th><th>WER %</th><th>wpm</th><th>take</th><th>notes (failed checks)</th></tr></thead>
+<th>dBTP</th><th>WER %</th><th>wpm</th><th>take</th><th>notes (failed checks)</th><th>review</th></tr></thead>
 <tbody>
 {chr(10).join(body)}
 </tbody></table></body></html>
 """
 
 
-def write_course_report(specs: list[ClipSpec], store: Store, catalogue: Catalogue, settings: QaSettings) -> None:
+def write_course_report(specs: list[ClipSpec], results: CourseResults, store: Store, settings: QaSettings) -> None:
     """Render the report and store it beside the course as `{course}/report.html`."""
     if specs:
-        html = course_report(specs, store, catalogue, settings)
+        html = course_report(specs, results, store, settings)
         store.write_object(specs[0].course, REPORT_NAME, html.encode("utf-8"), "text/html; charset=utf-8")
 
 
-def latest_qa(catalogue: Catalogue, course: str, ids: list[str] | None = None) -> dict[str, dict[str, Any]]:
-    """Per clip, the QA figures of its latest measured take: wer, wpm, loudness, take, attempts, failed checks."""
+def latest_qa(history: dict[str, list[AttemptState]], ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Per clip of `ids`, the QA figures of its latest measured take: wer, wpm, loudness, take, takes in its run,
+    passed, failed checks. `history`: the attempts of one read of the catalogue (CourseResults.history)."""
     figures: dict[str, dict[str, Any]] = {}
-    for state in catalogue.clips(course):
-        if ids is not None and state.narration_id not in ids:
-            continue
-        attempts = [a for a in catalogue.attempts(course, state.narration_id) if a.metrics and "wer" in a.metrics]
+    for narration_id in ids:
+        attempts = [a for a in history.get(narration_id, []) if a.metrics and "wer" in a.metrics]
         if not attempts:
             continue
         last = attempts[-1]
-        run = [a for a in attempts if a.run_id == last.run_id]
         metrics = last.metrics or {}
-        figures[state.narration_id] = {
+        figures[narration_id] = {
             "wer": metrics.get("wer"), "wpm": metrics.get("wpm"), "loudness_lufs": metrics.get("loudness_lufs"),
-            "take": metrics.get("take"), "takes_in_run": len(run), "passed": metrics.get("passed"),
-            "failed": metrics.get("failed", []),
+            "take": metrics.get("take"), "takes_in_run": sum(a.run_id == last.run_id for a in attempts),
+            "passed": metrics.get("passed"), "failed": metrics.get("failed", []),
         }
     return figures
 
@@ -189,15 +205,15 @@ def published_and_failed(attempts: list[AttemptState], state: ClipState) -> tupl
     return (attempts[published] if published is not None else None), (attempts[last] if failed else None)
 
 
-def published_qa(catalogue: Catalogue, course: str) -> dict[str, dict[str, Any]]:
+def published_figures(clips: list[ClipState], history: dict[str, list[AttemptState]]) -> dict[str, dict[str, Any]]:
     """Per clip, the figures of the take now published, and of the attempt that failed after it.
 
     `{"published": ..., "failed_after": ...}`, either None (see `published_and_failed`). Figures:
     attempt, run_id, wer, wpm, loudness_lufs, take, passed, failed (check names), error.
+    `history`: at least these clips' attempts (Catalogue.attempts_of for a page of them).
     """
-    history = catalogue.course_attempts(course)
     figures: dict[str, dict[str, Any]] = {}
-    for state in catalogue.clips(course):
+    for state in clips:
         published, failed = published_and_failed(history.get(state.narration_id, []), state)
         figures[state.narration_id] = {"published": _figures(published) if published else None,
                                        "failed_after": _figures(failed) if failed else None}

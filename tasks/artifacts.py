@@ -17,7 +17,6 @@ from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
 
 from narro.batch import Batch, Summary
-from narro.catalogue import Catalogue
 from narro.store import Store
 
 
@@ -28,11 +27,11 @@ def _audio_link(store: Store, course: str, narration_id: str) -> str:
     return path.as_uri() if path is not None else f"{store.url}/{course}/{narration_id}.mp3"
 
 
-def clip_rows(batch: Batch, summary: Summary, store: Store, catalogue: Catalogue) -> list[dict[str, Any]]:
+def clip_rows(batch: Batch, summary: Summary, store: Store) -> list[dict[str, Any]]:
     """One row per clip of this run (rendered, failed, unchanged), in course order."""
     states = {state.narration_id: state for state in summary.rendered + summary.cached + summary.failed}
     unchanged = {state.narration_id for state in summary.cached}
-    history = catalogue.course_attempts(batch.course.slug)
+    history = summary.history  # read with the clips at the end of the run (narro.batch.conclude)
     rows = []
     for spec in batch.specs:
         state = states.get(spec.narration_id)
@@ -59,12 +58,12 @@ def _tag(kind: str, value: str) -> str:
     return f"{kind}:{value}"
 
 
-def publish(batch: Batch, summary: Summary, store: Store, catalogue: Catalogue) -> None:
+def publish(batch: Batch, summary: Summary, store: Store) -> None:
     """Publish the clip table as an artifact of the current flow run and tag the run by course, tier and voice."""
     logger = get_run_logger()
     context = FlowRunContext.get()
     try:
-        rows = clip_rows(batch, summary, store, catalogue)
+        rows = clip_rows(batch, summary, store)
         key = re.sub(r"[^a-z0-9-]+", "-", f"narro-{batch.course.slug}".lower()).strip("-")
         create_table_artifact(rows, key=key, description=(
             f"**{batch.course.slug}**, run `{summary.run_id}`: {len(summary.rendered)} rendered, "
