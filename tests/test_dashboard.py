@@ -213,14 +213,142 @@ def test_figures_are_the_published_takes_and_a_later_failure_is_apart(course: Re
     client = client_for(course)
     row = re.search(r'<tr id="clip-intro".*?</tr>', client.get("/courses/dash-test").text, re.S).group(0)  # type: ignore[union-attr]
     qa = re.search(r'data-label="QA" class="qa">(.*?)</td>', row, re.S).group(1)  # type: ignore[union-attr]
-    assert f"published take (attempt {published.number})" in qa and "passed</span> true" in qa
-    assert f'<span class="k">wer</span> {published.metrics["wer"]:.3f}' in qa  # type: ignore[index]
-    assert f"attempt {number} (failed)" in qa and "0.900" in qa
+    # A compact verdict: WER, pace and loudness with whether each passed, not raw metric keys.
+    assert f"published take (attempt {published.number})" in qa and "passed" not in qa and "wer</span>" not in qa
+    figures = dict(re.findall(r'<span class="fig (ok|bad)" title="[^"]*">([^<]+)</span>', qa)[i][::-1] for i in range(3))
+    assert figures == {f"WER {published.metrics['wer'] * 100:.1f}%": "ok",  # type: ignore[index]
+                       f"{published.metrics['wpm']:.0f} wpm": "ok",  # type: ignore[index]
+                       f"{published.metrics['loudness_lufs']:.1f} LUFS": "ok"}  # type: ignore[index]
+    assert f'<div class="later">attempt {number} (failed): WER 90.0%</div>' in qa
     assert "Plays the take published before this failure." in row  # the player still plays the published take
     page = client.get("/courses/dash-test/clips/intro").text
     assert f"Failed attempt: attempt {number}" in page and f"Published take: attempt {published.number}" in page
     assert "welcome to the dashboard <del>test</del> <ins>west</ins>" in page
     assert '<td>&lt;= 0.3</td><td><span class="badge failed">failed</span></td><td>90.0% of 17 words</td>' in page
+
+
+# --- review by ear ---------------------------------------------------------------------------
+
+def review(client: TestClient, clip: str, **fields: str):  # noqa: ANN201
+    page = client.get(f"/courses/dash-test/clips/{clip}").text
+    key = re.search(r'name="key" value="([0-9a-f]+)"', page).group(1)  # type: ignore[union-attr]
+    return client.post(f"/courses/dash-test/clips/{clip}/review", data={"csrf_token": csrf_of(page), "key": key,
+                                                                        **fields})
+
+
+def row_of(page: str, clip: str) -> str:
+    return re.search(rf'<tr id="clip-{clip}".*?</tr>', page, re.S).group(0)  # type: ignore[union-attr]
+
+
+def test_approve_and_flag_show_on_the_course_page_with_a_filter_and_a_count(course: Rendered):
+    client = client_for(course)
+    assert "0 flagged" in client.get("/courses/dash-test").text
+    answer = review(client, "intro", verdict="approved", back="/courses/dash-test")
+    assert answer.status_code == 303 and answer.headers["location"] == "/courses/dash-test"
+    assert review(client, "outro", verdict="flagged", note="says 'Volley' for VALL-E").status_code == 303
+    page = client.get("/courses/dash-test").text
+    assert '<span class="badge approved"' in row_of(page, "intro") and ">Approve<" not in row_of(page, "intro")
+    assert '<span class="badge flagged">flagged</span><span class="flag-note">says &#39;Volley&#39; for VALL-E</span>' \
+        in row_of(page, "outro")
+    assert '<a href="/courses/dash-test?show=flagged">1 flagged</a>' in page
+    courses = client.get("/").text
+    assert '<td data-label="Flagged" class="num"><a class="bad" href="/courses/dash-test?show=flagged">1</a>' in courses
+    assert re.findall(r'<tr id="clip-([\w-]+)"', client.get("/courses/dash-test?show=flagged").text) == ["outro"]
+    assert re.findall(r'<tr id="clip-([\w-]+)"', client.get("/courses/dash-test?show=review").text) == ["aside"]
+    clips = {c["narration_id"]: c for c in client.get("/courses/dash-test/clips.json").json()["clips"]}
+    assert clips["outro"]["review"] == "flagged" and clips["outro"]["review_note"] == "flagged: says 'Volley' for VALL-E"
+    assert clips["broken"]["review"] == "unreviewed"
+
+
+def test_an_approval_belongs_to_the_audio_it_was_given_on(course: Rendered):
+    client = client_for(course)
+    assert review(client, "intro", verdict="approved").status_code == 303
+    catalogue = Catalogue(course.catalogue)
+    state = catalogue.clip("dash-test", "intro")
+    catalogue.mark_rendered("dash-test", "intro", content_key="f" * 64, engine="piper", duration_s=5.0,
+                            loudness_lufs=-16.0, true_peak_dbtp=-1.5, run_id="newer")  # a render published new audio
+    row = row_of(client.get("/courses/dash-test").text, "intro")
+    assert '<span class="badge again" title="The audio changed after it was approved">review again</span>' in row
+    assert ">Approve<" in row
+    assert "intro" in re.findall(r'<tr id="clip-([\w-]+)"', client.get("/courses/dash-test?show=review").text)
+    # A verdict given on the page of the old audio does not land on the new one.
+    stale_form = client.post("/courses/dash-test/clips/intro/review", data={
+        "csrf_token": csrf_of(client.get("/").text), "key": state.published_key, "verdict": "approved"})
+    assert stale_form.status_code == 409 and "changed since this page was loaded" in stale_form.text
+
+
+def test_review_refuses_a_flag_without_a_note_nothing_published_and_no_csrf(course: Rendered):
+    client = client_for(course)
+    assert review(client, "intro", verdict="flagged", note="  ").status_code == 409
+    assert Catalogue(course.catalogue).verdict("dash-test", "intro") is None
+    token = csrf_of(client.get("/").text)
+    broken = client.post("/courses/dash-test/clips/broken/review", data={"csrf_token": token, "verdict": "approved"})
+    assert broken.status_code == 409 and "nothing is published" in broken.text
+    assert client.post("/courses/dash-test/clips/intro/review", data={"verdict": "approved"}).status_code == 403
+    assert client.post("/courses/dash-test/clips/nope/review", data={"csrf_token": token}).status_code == 404
+
+
+def test_from_a_flag_a_lexicon_entry_is_added_and_the_clips_with_the_term_re_render(course: Rendered):
+    launches = Launches()
+    client = client_for(course, launches)
+    assert 'action="/courses/dash-test/clips/outro/lexicon"' not in client.get("/courses/dash-test/clips/outro").text
+    review(client, "outro", verdict="flagged", note="'lesson' sounds odd")
+    page = client.get("/courses/dash-test/clips/outro").text
+    assert 'action="/courses/dash-test/clips/outro/lexicon"' in page
+    shared = course.manifest.parent / "lexicon.yaml"
+    # A bad entry: the problem with file, line and field, the form kept, and no file written.
+    bad = client.post("/courses/dash-test/clips/outro/lexicon", data={"csrf_token": csrf_of(page), "term": "lesson",
+                                                                      "ipa": "l!sn"})
+    assert bad.status_code == 400 and f"{shared}:2: lesson.ipa: &#39;l!sn&#39; is not IPA phonemes" in bad.text
+    assert 'value="l!sn"' in bad.text and not shared.exists()
+    added = client.post("/courses/dash-test/clips/outro/lexicon", data={"csrf_token": csrf_of(page), "term": "lesson",
+                                                                        "say": "less on"})
+    assert added.status_code == 303 and added.headers["location"] == "/courses/dash-test/clips/outro?added=lesson#lexicon"
+    assert "lesson: less on" in shared.read_text()
+    done = client.get(added.headers["location"]).text
+    assert "Added <strong>lesson</strong> to lexicon.yaml (line 2). 1 clip contains it: outro." in done
+    # The entry changed the clip's key: it is stale, and the button re-renders the clips with the term.
+    assert client.get("/courses/dash-test/clips.json").json()["counts"]["stale"] == 2
+    ids = re.findall(r'<input type="hidden" name="ids" value="([\w-]+)">', done)
+    assert ids == ["outro"] and "Re-render the 1 clip with “lesson”" in done
+    assert client.post("/courses/dash-test/retry", data={"csrf_token": csrf_of(done), "ids": ids}).status_code == 303
+    wait_for(lambda: len(launches.requests) == 1)
+    assert launches.requests[0].only == ["outro"]
+
+
+def test_the_clip_page_shows_its_captions_under_the_player(course: Rendered):
+    client = client_for(course)
+    page = client.get("/courses/dash-test/clips/intro").text
+    listen = page[page.index('id="listen-h"'):page.index('id="script-h"')]
+    assert listen.index("<audio") < listen.index('<ol class="captions"')
+    cues = re.findall(r'<li data-start="([\d.]+)" data-end="([\d.]+)"><button type="button" class="cue-time" '
+                      r'title="Play from here">([\d:.]+)</button> <span class="cue-text">(.*?)</span></li>', listen)
+    vtt = (Path(course.store) / "dash-test" / "intro.vtt").read_text()
+    assert len(cues) == vtt.count(" --> ") >= 1
+    spoken = " ".join(text.replace("<br>", " ") for *_, text in cues)
+    assert spoken == "Welcome to the dashboard test. This clip is long enough to hear a few words of speech."
+    assert all(float(start) < float(end) for start, end, *_ in cues)
+    assert client.get("/captions/dash-test/intro.vtt").text == vtt
+    assert client.get("/captions/dash-test/intro.srt").status_code == 200
+    assert client.get("/captions/dash-test/broken.vtt").status_code == 404
+    assert client.get("/captions/dash-test/intro.json").status_code == 404
+    assert "no captions" not in client.get("/courses/dash-test/clips/broken").text  # nothing published: no player
+
+
+def test_the_course_page_is_paged(course: Rendered, monkeypatch: pytest.MonkeyPatch):
+    from narro.dashboard import overview
+
+    monkeypatch.setattr(overview, "PAGE_SIZE", 3)
+    client = client_for(course)
+    first = client.get("/courses/dash-test").text
+    assert re.findall(r'<tr id="clip-([\w-]+)"', first) == ["intro", "broken", "outro"]
+    assert "Showing 1–3 of 4 clips." in first and "Page 1 of 2" in first and 'rel="next"' in first
+    second = client.get("/courses/dash-test?page=2").text
+    assert re.findall(r'<tr id="clip-([\w-]+)"', second) == ["aside"] and 'rel="prev"' in second
+    rows = client.get("/courses/dash-test/rows?page=2").text
+    assert re.findall(r'<tr id="clip-([\w-]+)"', rows) == ["aside"]
+    assert 'data-rows-url="/courses/dash-test/rows?page=2"' in second
+    assert re.findall(r'<tr id="clip-([\w-]+)"', client.get("/courses/dash-test?page=99").text) == ["aside"]
 
 
 # --- retry ---------------------------------------------------------------------------------
@@ -416,3 +544,88 @@ def test_guard_rejects_tampered_cookies():
     assert guard.read(f"{sid}.1.{signature}") is None  # flipping the signed-in flag breaks the signature
     assert guard.read("garbage") is None
     assert not guard.csrf_ok(session, "") and guard.csrf_ok(session, guard.csrf_token(session))
+
+
+# --- a large course: its page costs the same few queries whatever its size ----------------------
+
+def seeded_course(folder: Path, clips: int) -> Rendered:
+    """A catalogue seeded with `clips` rendered clips (2% failed, ~1% flagged) and their manifest, none stale."""
+    from sqlalchemy import create_engine, update
+
+    from narro.catalogue import ClipRow, VerdictRow
+    from narro.manifest import load_course
+    from narro.plan import plan
+    from tests.catalogue_seed import clip_id, seed
+    from tests.conftest import write_manifest
+
+    url = f"sqlite:///{folder / 'catalogue.db'}"
+    seed(url, "big", clips)
+    manifest = write_manifest(folder / "course", "course: big\nnarrations:\n" + "".join(
+        f"  - id: {clip_id(i)}\n    text: Narration {i} is about codec tokens.\n" for i in range(clips)))
+    keys = {spec.narration_id: spec.content_key for spec in plan(load_course(manifest))}
+    engine = create_engine(url)
+    with engine.begin() as connection:  # the published audio is what the manifest asks for
+        for narration_id, key in keys.items():
+            connection.execute(update(ClipRow).where(ClipRow.course == "big", ClipRow.narration_id == narration_id)
+                               .values(content_key=key, published_key=key))
+            connection.execute(update(VerdictRow).where(VerdictRow.course == "big",
+                                                        VerdictRow.narration_id == narration_id).values(content_key=key))
+    engine.dispose()
+    (folder / "store").mkdir()
+    return Rendered(manifest, str(folder / "store"), url)
+
+
+PAGES = ("/", "/courses/big", "/courses/big?page=3", "/courses/big?show=flagged", "/courses/big?show=failed",
+         "/courses/big?show=stale", "/courses/big?q=narration%2012", "/courses/big/rows?page=2")
+
+
+def page_costs(course: Rendered, monkeypatch: pytest.MonkeyPatch) -> dict[str, tuple[int, int]]:
+    """Per page: SQL statements run and sidecars read to answer it."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    from narro.store import LocalStore
+
+    reads = []
+    original = LocalStore.read_sidecar
+    monkeypatch.setattr(LocalStore, "read_sidecar", lambda self, c, i: reads.append(i) or original(self, c, i))
+    client = client_for(course)
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args) -> None:  # noqa: ANN001
+        statements.append(statement)
+
+    costs = {}
+    event.listen(Engine, "before_cursor_execute", count)
+    try:
+        for url in PAGES:
+            statements.clear()
+            reads.clear()
+            answer = client.get(url)
+            assert answer.status_code == 200, url
+            costs[url] = (len(statements), len(reads))
+    finally:
+        event.remove(Engine, "before_cursor_execute", count)
+    return costs
+
+
+def test_the_course_page_costs_the_same_queries_at_any_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    small = page_costs(seeded_course(tmp_path / "small", 60), monkeypatch)
+    large = page_costs(seeded_course(tmp_path / "large", 600), monkeypatch)
+    assert small == large, (small, large)
+    assert all(reads == 0 for _, reads in large.values())  # no sidecar is read to show a page
+    assert large["/courses/big"][0] <= 6, large
+
+
+def test_a_large_course_pages_filters_and_counts(tmp_path: Path):
+    from tests.catalogue_seed import clip_id, is_failed, is_flagged
+
+    client = client_for(seeded_course(tmp_path, 250))
+    page = client.get("/courses/big?page=2").text
+    assert re.findall(r'<tr id="clip-([\w-]+)"', page) == [clip_id(i) for i in range(50, 100)]
+    assert "Showing 51–100 of 250 clips." in page and "Page 2 of 5" in page
+    flagged = [clip_id(i) for i in range(250) if is_flagged(i)]
+    assert f'{len(flagged)} flagged</a>' in page
+    assert re.findall(r'<tr id="clip-([\w-]+)"', client.get("/courses/big?show=flagged").text) == flagged
+    failed = [clip_id(i) for i in range(250) if is_failed(i)]
+    assert re.findall(r'<tr id="clip-([\w-]+)"', client.get("/courses/big?show=failed").text) == failed

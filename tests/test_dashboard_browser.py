@@ -120,3 +120,44 @@ def test_clip_page_and_phone_width(dashboard: ServerThread, browser) -> None:  #
     page.keyboard.press("Tab")
     expect(page.locator(".skip")).to_be_focused()
     page.screenshot(path=str(ARTIFACTS / "dashboard-clip.png"), full_page=True)
+
+
+def test_review_by_ear_approve_flag_and_captions(dashboard: ServerThread, browser) -> None:  # noqa: ANN001
+    """Approve one clip and flag another with a note from the course page; follow a clip's captions while it plays."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    console_errors: list[str] = []
+    page.on("console", lambda message: console_errors.append(message.text) if message.type == "error" else None)
+    page.goto(dashboard.url + "/courses/dash-test")
+    page.get_by_role("button", name="Approve intro").click()
+    expect(page.locator("#clip-intro .badge.approved")).to_have_text("approved")
+    outro = page.locator("#clip-outro")
+    outro.locator("details.flag summary").click()
+    outro.get_by_label("What is wrong").fill("says 'Volley' for VALL-E")
+    outro.get_by_role("button", name="Flag it outro").click()
+    expect(page.locator("#clip-outro .badge.flagged")).to_have_text("flagged")
+    expect(page.locator("#clip-outro .flag-note")).to_have_text("says 'Volley' for VALL-E")
+    expect(page.locator("#counts")).to_contain_text("1 flagged")
+    page.get_by_role("link", name="Flagged 1").click()
+    expect(page.locator("tbody#rows > tr")).to_have_count(1)
+    expect(page.locator("tbody#rows > tr").first).to_have_id("clip-outro")
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 1280, f"the flagged list is {width}px wide in a 1280px window"
+    page.goto(dashboard.url + "/courses/dash-test")
+    page.screenshot(path=str(ARTIFACTS / "dashboard-course-flagged.png"), full_page=True)
+
+    # The clip page: the flag and its note, the lexicon form it leads to, and the captions under the player.
+    page.goto(dashboard.url + "/courses/dash-test/clips/outro")
+    expect(page.locator("section.review")).to_contain_text("flagged: says 'Volley' for VALL-E")
+    expect(page.get_by_role("heading", name="Fix how a term is said")).to_be_visible()
+    cues = page.locator("ol.captions li")
+    expect(cues.first).to_contain_text("That is all for now.")
+    last = cues.last
+    start = float(last.get_attribute("data-start") or "nan")
+    last.locator("button.cue-time").click()  # plays from that cue, which is marked while it is spoken
+    expect(last).to_have_class(re.compile(r"\bcurrent\b"), timeout=10_000)
+    assert page.locator("audio").evaluate("audio => audio.currentTime") >= start
+    page.locator("audio").evaluate("audio => audio.pause()")
+    page.screenshot(path=str(ARTIFACTS / "dashboard-clip-captions.png"), full_page=True)
+    assert console_errors == []

@@ -25,13 +25,16 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from narro.batch import override
-from narro.catalogue import FAILED, Catalogue
+from narro.catalogue import FAILED, PENDING, RUNNING, Catalogue, ClipLine
 from narro.consent import standing
 from narro.dashboard import overview
+from narro.dashboard.captions import caption_cues
 from narro.dashboard.retry import Launcher, Retries
 from narro.dashboard.security import COOKIE, CSRF_FIELD, CSRF_HEADER, Guard
 from narro.dashboard.waveform import waveform_svg
 from narro.errors import DashboardError, ManifestError, NarroError
+from narro.lexicon_edit import add_lexicon_entry, clips_with_term, entry_value
+from narro.review import ReviewError, check_verdict, describe
 from narro.store import Store
 from narro.voices import TIERS
 from narro.wer import differences
@@ -61,9 +64,15 @@ def templates() -> Jinja2Templates:
     env = Jinja2Templates(directory=str(HERE / "templates"))
     env.env.autoescape = True
     env.env.filters.update(minutes=_minutes, number=_number, when=_when, scalars=scalars, nested=nested,
-                           differences=differences)
+                           differences=differences, compact_qa=compact_qa, timestamp=_timestamp,
+                           paragraphs=_paragraphs)
     env.env.globals.update(is_mapping=lambda v: isinstance(v, dict), consent_standing=standing)
     return env
+
+
+def _paragraphs(written: str) -> list[str]:
+    """A script as its reader sees it: blank lines part paragraphs; a line wrapped in the source is not a break."""
+    return [" ".join(block.split()) for block in re.split(r"\n\s*\n", written) if block.strip()]
 
 
 def _minutes(seconds: float | None) -> str:
@@ -90,6 +99,42 @@ def nested(metrics: dict[str, Any] | None) -> list[tuple[str, Any]]:
     """The metrics too big for a cell (QA checks, transcripts, lists), for a details block."""
     inline = dict(scalars(metrics))
     return [(k, v) for k, v in (metrics or {}).items() if k not in inline and v not in ([], {}, None, "")]
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One figure of the QA column's compact verdict: `WER 4.2%`, with whether its check passed."""
+
+    text: str
+    passed: bool | None
+    """None when the take was not checked for it."""
+    why: str
+
+
+COMPACT = (("wer", "wer", lambda v: f"WER {v * 100:.1f}%"), ("speech_rate", "wpm", lambda v: f"{v:.0f} wpm"),
+           ("loudness", "loudness_lufs", lambda v: f"{v:.1f} LUFS"))
+"""The checks the QA column shows (check name, metric key, format); the others appear only when they fail."""
+
+
+def compact_qa(metrics: dict[str, Any] | None) -> tuple[list[Figure], list[str]]:
+    """A take's QA in a few words: WER, pace and loudness with their verdicts, and any other check that failed."""
+    metrics = metrics or {}
+    checks = (metrics.get("qa") or {}).get("checks") or {}
+    figures = []
+    for check_name, metric, shown in COMPACT:
+        check = checks.get(check_name) or {}
+        value = check.get("value", metrics.get(metric))
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            why = f"must be {check['threshold']}" + (f": {check['reason']}" if check.get("reason") else "") \
+                if "threshold" in check else "not checked"
+            figures.append(Figure(shown(value), check.get("passed"), why))
+    others = [name for name, check in checks.items()
+              if name not in {c for c, _, _ in COMPACT} and isinstance(check, dict) and check.get("passed") is False]
+    return figures, others
+
+
+def _timestamp(seconds: float) -> str:
+    return f"{int(seconds // 60)}:{seconds % 60:04.1f}"
 
 
 def _when(moment: Any) -> str:
@@ -180,14 +225,79 @@ def _slugs(*values: str) -> None:
         raise _Refused(404, "no such course or clip")
 
 
-def _course(request: Request, slug: str) -> tuple[Dashboard, overview.Planned | None, list[overview.ClipView]]:
+def _course(request: Request, slug: str) -> tuple[Dashboard, overview.Planned | None, overview.CourseIndex]:
+    """The course's manifest and the light listing of its clips (a few queries, whatever its size), or a 404."""
     _slugs(slug)
     dash: Dashboard = request.app.state.dashboard
-    states = dash.catalogue.clips(slug)
-    planned = dash.manifests.for_course(slug, dash.store, dash.catalogue)
-    if not states and (planned is None or planned.course is None):
+    lines = dash.catalogue.clip_lines(slug)
+    planned = dash.manifests.for_course(slug, dash.store, lines)
+    if not lines and (planned is None or planned.course is None):
         raise _Refused(404, f"no course '{slug}' in the catalogue")
-    return dash, planned, overview.clip_views(states, planned, dash.catalogue.course_attempts(slug), dash.sidecars)
+    return dash, planned, overview.course_index(lines, planned)
+
+
+def _one_clip(request: Request, slug: str, narration_id: str) -> tuple[Dashboard, overview.Planned | None,
+                                                                       overview.ClipView]:
+    """One clip's manifest and view, from its own rows only, or a 404."""
+    _slugs(slug, narration_id)
+    dash: Dashboard = request.app.state.dashboard
+    state = dash.catalogue.clip(slug, narration_id)
+    lines = [ClipLine(narration_id, state.status, state.published_key, state.duration_s,
+                      dash.catalogue.verdict(slug, narration_id), state.run_id)] if state else []
+    planned = dash.manifests.for_course(slug, dash.store, lines)
+    index = overview.course_index(lines, planned)
+    if state is None and narration_id not in index.specs:
+        if planned is None or planned.course is None:
+            if not dash.catalogue.clip_lines(slug):
+                raise _Refused(404, f"no course '{slug}' in the catalogue")
+        raise _Refused(404, f"no clip '{narration_id}' in course '{slug}'")
+    history = {narration_id: dash.catalogue.attempts(slug, narration_id)} if state else {}
+    view = overview.clip_views([narration_id], index, {narration_id: state} if state else {}, history, dash.sidecars)[0]
+    return dash, planned, view
+
+
+def _page_views(dash: Dashboard, slug: str, index: overview.CourseIndex, ids: list[str]) -> list[overview.ClipView]:
+    """The full views of a page of clips: two queries for the page, none per clip."""
+    present = [i for i in ids if i in index.lines]
+    return overview.clip_views(ids, index, dash.catalogue.clips_of(slug, present),
+                               dash.catalogue.attempts_of(slug, present), dash.sidecars)
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What the course page and its live rows show: a filtered, searched page of clips."""
+
+    show: str
+    query: str
+    page: int
+    pages: int
+    matched: int
+    first: int
+    views: list[overview.ClipView]
+
+
+def _listing(request: Request, dash: Dashboard, slug: str, index: overview.CourseIndex) -> Listing:
+    show = request.query_params.get("show", "all")
+    show = show if show in overview.SHOWS else "all"
+    query = request.query_params.get("q", "").strip()[:200]
+    started = request.query_params.get("started")
+    found = overview.search(index, dash.catalogue, slug, query) if query else None
+    ids = overview.select_ids(index, show, found)
+    if started:  # the clips of a retry just started stay in view whatever the filter, to watch them finish
+        chosen = set(ids)
+        ids = [i for i in index.order if i in chosen or (i in index.lines and index.lines[i].run_id == started)]
+    pages = max(1, -(-len(ids) // overview.PAGE_SIZE))
+    try:
+        page = min(max(1, int(request.query_params.get("page", "1"))), pages)
+    except ValueError:
+        page = 1
+    first = (page - 1) * overview.PAGE_SIZE
+    views = _page_views(dash, slug, index, ids[first:first + overview.PAGE_SIZE])
+    return Listing(show, query, page, pages, len(ids), first, views)
+
+
+def _busy(index: overview.CourseIndex) -> bool:
+    return any(line.status in (PENDING, RUNNING) for line in index.lines.values())
 
 
 def handles_refusals(endpoint):  # noqa: ANN001, ANN201
@@ -211,26 +321,21 @@ def courses_page(request: Request) -> Response:
     slugs = dict.fromkeys(dash.catalogue.courses())
     summaries = []
     for slug in slugs:
-        _, planned, views = _course(request, slug)
-        summaries.append(overview.summarise(slug, views, dash.catalogue, planned))
+        _, planned, index = _course(request, slug)
+        summaries.append(overview.summarise(slug, index, dash.catalogue, planned))
     return _page(request, "courses.html", summaries=summaries, problems=dash.manifests.problems)
 
 
 @handles_refusals
 def course_page(request: Request) -> Response:
     slug = request.path_params["course"]
-    dash, planned, views = _course(request, slug)
-    show = request.query_params.get("show", "all")
-    show = show if show in ("all", "failed", "stale") else "all"
-    query = request.query_params.get("q", "").strip()[:200]
-    started = request.query_params.get("started")
-    # The clips of a retry just started stay in view whatever the filter, to watch them finish.
-    shown = [v for v in views if overview.matches(v, show, query) or (started and v.state and v.state.run_id == started)]
-    return _page(request, "course.html", course=slug, summary=overview.summarise(slug, views, dash.catalogue, planned),
-                 views=shown, total=len(views), show=show, query=query, planned=planned,
-                 voices=planned.course.voices.names() if planned and planned.course else [], tiers=TIERS,
-                 notice=_notice(request, dash),
-                 busy=any(v.busy for v in views))
+    dash, planned, index = _course(request, slug)
+    listing = _listing(request, dash, slug, index)
+    return _page(request, "course.html", course=slug, summary=overview.summarise(slug, index, dash.catalogue, planned),
+                 listing=listing, views=listing.views, total=len(index.order), show=listing.show, query=listing.query,
+                 planned=planned, voices=planned.course.voices.names() if planned and planned.course else [],
+                 tiers=TIERS, notice=_notice(request, dash), busy=_busy(index),
+                 rows_url=f"/courses/{slug}/rows?" + urlencode({k: v for k, v in request.query_params.items()}))
 
 
 def _notice(request: Request, dash: Dashboard) -> str | None:
@@ -244,49 +349,66 @@ def _notice(request: Request, dash: Dashboard) -> str | None:
 
 @handles_refusals
 def course_rows(request: Request) -> Response:
-    """Every row of the course table, for the page's live update (it swaps rows that changed)."""
+    """The rows of the page shown (same filter, search and page), for the page's live update (it swaps rows that changed)."""
     slug = request.path_params["course"]
-    dash, planned, views = _course(request, slug)
-    return _page(request, "rows.html", course=slug, views=views, tiers=TIERS,
+    dash, planned, index = _course(request, slug)
+    listing = _listing(request, dash, slug, index)
+    return _page(request, "rows.html", course=slug, views=listing.views, tiers=TIERS,
                  voices=planned.course.voices.names() if planned and planned.course else [],
-                 summary=overview.summarise(slug, views, dash.catalogue, planned), busy=any(v.busy for v in views))
+                 summary=overview.summarise(slug, index, dash.catalogue, planned), busy=_busy(index))
 
 
 @handles_refusals
 def course_json(request: Request) -> Response:
+    """Every clip of the course (an export: one query for the rows and one for the histories, not paged)."""
     slug = request.path_params["course"]
-    dash, planned, views = _course(request, slug)
-    summary = overview.summarise(slug, views, dash.catalogue, planned)
+    dash, planned, index = _course(request, slug)
+    summary = overview.summarise(slug, index, dash.catalogue, planned)
+    states = {state.narration_id: state for state in dash.catalogue.clips(slug)}
+    views = overview.clip_views(index.order, index, states, dash.catalogue.course_attempts(slug), dash.sidecars)
     return JSONResponse({
         "course": slug, "counts": summary.counts, "total_duration_s": summary.total_duration_s,
         "clips": [{**(v.state.as_dict() if v.state else {}), "narration_id": v.narration_id, "status": v.status,
-                   "stale": v.stale, "stale_reasons": list(v.stale_reasons), "version": v.version} for v in views],
+                   "stale": v.stale, "stale_reasons": list(v.stale_reasons), "version": v.version,
+                   "review": v.review, "review_note": describe(v.verdict, v.state.published_key if v.state else None)}
+                  for v in views],
     })
-
-
-def _clip_view(views: list[overview.ClipView], slug: str, narration_id: str) -> overview.ClipView:
-    """The view of one clip of a course, or a 404 refusal."""
-    view = next((v for v in views if v.narration_id == narration_id), None)
-    if view is None:
-        raise _Refused(404, f"no clip '{narration_id}' in course '{slug}'")
-    return view
 
 
 @handles_refusals
 def clip_page(request: Request) -> Response:
     slug, narration_id = request.path_params["course"], request.path_params["clip"]
-    _slugs(narration_id)
-    dash, planned, views = _course(request, slug)
-    view = _clip_view(views, slug, narration_id)
+    dash, planned, view = _one_clip(request, slug, narration_id)
+    return _clip_page(request, dash, planned, view)
+
+
+def _clip_page(request: Request, dash: Dashboard, planned: overview.Planned | None, view: overview.ClipView,
+               status_code: int = 200, **extra: Any) -> Response:
+    slug, narration_id = view.state.course if view.state else request.path_params["course"], view.narration_id
     attempts = dash.catalogue.attempts(slug, narration_id)
     keys = list(dict.fromkeys(k for a in attempts for k, _ in scalars(a.metrics)))
-    waveform = None
+    waveform = captions = None
     if view.playable:
         waveform = _waveform(dash.store, slug, narration_id, f"Waveform of {narration_id}")
-    return _page(request, "clip.html", course=slug, view=view, attempts=attempts, metric_keys=keys,
-                 waveform=waveform, planned=planned, tiers=TIERS,
-                 voices=planned.course.voices.names() if planned and planned.course else [],
-                 notice=_notice(request, dash))
+        captions = _captions(dash.store, slug, narration_id)
+    added = request.query_params.get("added", "")
+    course = planned.course if planned else None
+    entry = next((e for e in course.lexicon.entries if e.term == added), None) if course and added else None
+    return _page(request, "clip.html", status_code, course=slug, view=view, attempts=attempts, metric_keys=keys,
+                 waveform=waveform, captions=captions, planned=planned, tiers=TIERS,
+                 voices=course.voices.names() if course else [], notice=_notice(request, dash),
+                 review_note=describe(view.verdict, view.state.published_key if view.state else None),
+                 added=entry, added_clips=clips_with_term(course, added) if entry and course else (),
+                 **{"lexicon_form": {}, "lexicon_problems": [], **extra})
+
+
+def _captions(store: Store, course: str, narration_id: str) -> list[Any] | None:
+    """The clip's published captions as cues, or None when it has none (or they cannot be read)."""
+    try:
+        data = store.read_object(course, f"{narration_id}.vtt")
+    except NarroError:
+        return None
+    return caption_cues(data.decode("utf-8", "replace")) if data else None
 
 
 @functools.lru_cache(maxsize=64)
@@ -307,11 +429,9 @@ def _waveform(store: Store, course: str, narration_id: str, label: str) -> str |
 @handles_refusals
 def clip_json(request: Request) -> Response:
     slug, narration_id = request.path_params["course"], request.path_params["clip"]
-    _slugs(narration_id)
-    _, _, views = _course(request, slug)
-    view = _clip_view(views, slug, narration_id)
+    _, _, view = _one_clip(request, slug, narration_id)
     return JSONResponse({"narration_id": narration_id, "status": view.status, "busy": view.busy,
-                         "version": view.version})
+                         "version": view.version, "review": view.review})
 
 
 @handles_refusals
@@ -339,12 +459,12 @@ def audio(request: Request) -> Response:
 def retry(request: Request) -> Response:
     slug = request.path_params["course"]
     form = _form(request)
-    dash, planned, views = _course(request, slug)
+    dash, planned, index = _course(request, slug)
     if planned is None or planned.course is None:
         why = planned.error if planned else "no manifest is known for this course"
         raise _Refused(409, f"cannot retry: {why}. Start the dashboard with --manifest PATH")
     if form.get("all_failed"):
-        ids = [v.narration_id for v in views if v.status == FAILED]
+        ids = [i for i in index.order if index.status(i) == FAILED]
         if not ids:
             raise _Refused(409, "no failed clips to retry")
     else:
@@ -366,6 +486,60 @@ def retry(request: Request) -> Response:
     back = _local((form.get("back") or [f"/courses/{slug}"])[0])
     joiner = "&" if "?" in back else "?"
     return RedirectResponse(f"{back}{joiner}{urlencode({'started': started.run_id, 'n': len(started.started)})}", 303)
+
+
+@handles_refusals
+def review(request: Request) -> Response:
+    """Record a reviewer's verdict on the audio now published: approved, or flagged with a note."""
+    slug, narration_id = request.path_params["course"], request.path_params["clip"]
+    form = _form(request)
+    dash, _, view = _one_clip(request, slug, narration_id)
+    verdict = (form.get("verdict") or [""])[0]
+    published = view.state.published_key if view.state else None
+    try:
+        note = check_verdict(verdict, (form.get("note") or [""])[0], (form.get("key") or [""])[0] or None, published)
+    except ReviewError as error:
+        raise _Refused(409, str(error)) from None
+    assert published is not None  # check_verdict refuses a clip with nothing published
+    dash.catalogue.record_verdict(slug, narration_id, content_key=published, verdict=verdict, note=note)
+    if "application/json" in request.headers.get("accept", ""):
+        return JSONResponse({"narration_id": narration_id, "review": verdict, "note": note})
+    return RedirectResponse(_local((form.get("back") or [f"/courses/{slug}/clips/{narration_id}"])[0]), 303)
+
+
+@handles_refusals
+def lexicon(request: Request) -> Response:
+    """Add a lexicon entry from a flagged clip's page; a bad entry comes back with its problems, the file untouched."""
+    slug, narration_id = request.path_params["course"], request.path_params["clip"]
+    form = {key: values[0] for key, values in _form(request).items() if values}
+    dash, planned, view = _one_clip(request, slug, narration_id)
+    if planned is None or planned.course is None:
+        why = planned.error if planned else "no manifest is known for this course"
+        raise _Refused(409, f"cannot add a lexicon entry: {why}. Start the dashboard with --manifest PATH")
+    term = form.get("term", "").strip()
+    if not term:
+        return _clip_page(request, dash, planned, view, 400, lexicon_form=form,
+                          lexicon_problems=["term: give the term as the script writes it (e.g. VALL-E)"])
+    try:
+        added = add_lexicon_entry(planned.path, term,
+                                  entry_value(form.get("say", ""), form.get("ipa", ""), bool(form.get("ignore_case"))))
+    except ManifestError as error:
+        return _clip_page(request, dash, planned, view, 400, lexicon_form=form,
+                          lexicon_problems=[str(problem) for problem in error.problems])
+    return RedirectResponse(f"/courses/{slug}/clips/{narration_id}?" + urlencode({"added": added.term}) + "#lexicon", 303)
+
+
+@handles_refusals
+def captions_file(request: Request) -> Response:
+    """A published clip's captions as the store has them (.vtt or .srt)."""
+    slug, narration_id, kind = request.path_params["course"], request.path_params["clip"], request.path_params["kind"]
+    _slugs(slug, narration_id)
+    dash: Dashboard = request.app.state.dashboard
+    state = dash.catalogue.clip(slug, narration_id)
+    data = dash.store.read_object(slug, f"{narration_id}.{kind}") if state and state.published_key else None
+    if kind not in ("vtt", "srt") or data is None:
+        raise _Refused(404, "no captions for this clip")
+    return Response(data, media_type="text/vtt; charset=utf-8" if kind == "vtt" else "application/x-subrip")
 
 
 @handles_refusals
@@ -400,7 +574,10 @@ def create_app(catalogue: Catalogue, store: Store, manifests: overview.Manifests
         Route("/courses/{course}/retry", retry, methods=["POST"]),
         Route("/courses/{course}/clips/{clip}", clip_page),
         Route("/courses/{course}/clips/{clip}/state.json", clip_json),
+        Route("/courses/{course}/clips/{clip}/review", review, methods=["POST"]),
+        Route("/courses/{course}/clips/{clip}/lexicon", lexicon, methods=["POST"]),
         Route("/audio/{course}/{clip}.mp3", audio),
+        Route("/captions/{course}/{clip}.{kind}", captions_file),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
     app = Starlette(routes=routes, middleware=[Middleware(Security, guard=guard)])

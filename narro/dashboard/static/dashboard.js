@@ -25,8 +25,8 @@
         var audio = old.querySelector("audio");
         if (audio && !audio.paused) { return; }
         // Someone is choosing a voice or tier for this row's retry: leave it until they are done.
-        var override = old.querySelector("details.override");
-        if ((override && override.open) || old.contains(document.activeElement)) { return; }
+        var override = old.querySelector("details.override[open], details.flag[open]");
+        if (override || old.contains(document.activeElement)) { return; }
         var details = old.querySelector("details");
         var open = details && details.open;
         var node = document.importNode(fresh, true);
@@ -60,7 +60,29 @@
     }
   }
 
+  // Captions under the player: a cue's time plays from there, and the cue being spoken is marked.
+  function followCaptions(list) {
+    var audio = document.querySelector("audio");
+    if (!audio) { return; }
+    var items = Array.prototype.slice.call(list.querySelectorAll("li"));
+    list.addEventListener("click", function (event) {
+      var button = event.target.closest("button.cue-time");
+      if (!button) { return; }
+      audio.currentTime = Number(button.parentElement.dataset.start);
+      audio.play().catch(function () {});
+    });
+    audio.addEventListener("timeupdate", function () {
+      var now = audio.currentTime;
+      items.forEach(function (item) {
+        var on = now >= Number(item.dataset.start) && now < Number(item.dataset.end);
+        item.classList.toggle("current", on);
+      });
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    var captions = document.querySelector("ol.captions");
+    if (captions) { followCaptions(captions); }
     var table = document.querySelector("table.clips[data-rows-url]");
     if (table) { pollCourse(table); }
     var state = document.getElementById("clip-state");
