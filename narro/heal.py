@@ -25,6 +25,7 @@ from narro.audio import LevelReport
 from narro.engines import Synthesis, engine_kind
 from narro.engines import fallback as fallbacks
 from narro.errors import ConsentError, EngineUnavailable, NarroError
+from narro.markup import authored_pauses
 from narro.plan import ClipSpec
 from narro.qa import QaReport, evaluate
 from narro.render import FinishedClip
@@ -167,7 +168,7 @@ def check_take(spec: ClipSpec, synthesis: Synthesis, clip: FinishedClip, setting
     levels = LevelReport(clip.loudness_lufs, clip.true_peak_dbtp, clip.duration_s)
     return evaluate(clip.decoded, clip.sample_rate, spec.heard, spec.post, spec.thresholds(settings.qa), asr=settings.asr,
                     levels=levels, raw=synthesis.samples, raw_rate=synthesis.sample_rate,
-                    words=not synthesis.words)
+                    words=not synthesis.words, pauses=authored_pauses(spec.text))
 
 
 def take_metrics(plan: TakePlan, clip: FinishedClip, report: QaReport) -> dict[str, object]:

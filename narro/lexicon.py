@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from difflib import SequenceMatcher
 from pathlib import Path
 from typing import Any
 
@@ -186,3 +187,74 @@ def merged(shared: Iterable[LexiconEntry], course: Iterable[LexiconEntry]) -> Le
     by_term = {(entry.term if not entry.ignore_case else entry.term.lower()): entry for entry in shared}
     by_term.update({(entry.term if not entry.ignore_case else entry.term.lower()): entry for entry in course})
     return Lexicon(tuple(sorted(by_term.values(), key=lambda entry: entry.term)))
+
+
+# --------------------------------------------------------------------------- lexicon check
+
+# Words no lexicon entry is for: a recogniser that drops or swaps one of these is noise, not a term.
+_FUNCTION_WORDS = frozenset("a an the of to in on at by for and or but is are was were be been it its this that these "
+                            "those with as from so if than then".split())
+
+
+@dataclass
+class Misheard:
+    """A written term the recogniser did not hear as spoken, over the takes checked."""
+
+    term: str
+    spoken: int = 0
+    """How many times the takes said it."""
+    misheard: int = 0
+    heard_instead: dict[str, int] = field(default_factory=dict)
+    """What the recogniser wrote in its place (empty: nothing), and how often."""
+    clips: list[str] = field(default_factory=list)
+    in_lexicon: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"term": self.term, "misheard": self.misheard, "spoken": self.spoken,
+                "heard_instead": self.heard_instead, "clips": self.clips, "in_lexicon": self.in_lexicon}
+
+
+def _term(word: str) -> str:
+    """A written word as a lexicon term: without the punctuation around it or a possessive."""
+    return re.sub(r"['’]s$", "", re.sub(r"^\W+|\W+$", "", word))
+
+
+def misheard_terms(hearings: Iterable[tuple[str, Sequence[tuple[str, str]], str]], lexicon: Lexicon) -> list[Misheard]:
+    """Terms the recogniser misheard, most often misheard first.
+
+    `hearings`: per take, the clip id, the script as (written word, what it should be heard as)
+    pairs (narro.text.Speech.words) and the transcript. Both sides are compared as the quality
+    gate compares them (narro.wer.normalise), so numbers and spellings are no error; a compound
+    the recogniser only split or joined differently is none either.
+    """
+    from narro.wer import normalise as words_of
+
+    found: dict[str, Misheard] = {}
+    for clip_id, script, transcript in hearings:
+        tokens: list[str] = []
+        owners: list[int] = []
+        for index, (_, heard) in enumerate(script):
+            for token in words_of(heard):
+                tokens.append(token)
+                owners.append(index)
+        terms = [_term(written) for written, _ in script]
+        for term in terms:
+            if term and any(ch.isalpha() for ch in term):
+                found.setdefault(term.casefold(), Misheard(term)).spoken += 1
+        hypothesis = words_of(transcript)
+        for tag, i1, i2, j1, j2 in SequenceMatcher(a=tokens, b=hypothesis, autojunk=False).get_opcodes():
+            if tag == "equal" or "".join(tokens[i1:i2]) == "".join(hypothesis[j1:j2]):
+                continue
+            for index in dict.fromkeys(owners[i1:i2]):
+                if set(words_of(script[index][1])) <= _FUNCTION_WORDS or terms[index].casefold() not in found:
+                    continue
+                entry = found[terms[index].casefold()]
+                entry.misheard += 1
+                instead = " ".join(hypothesis[j1:j2])
+                entry.heard_instead[instead] = entry.heard_instead.get(instead, 0) + 1
+                if clip_id not in entry.clips:
+                    entry.clips.append(clip_id)
+    out = [entry for entry in found.values() if entry.misheard]
+    for entry in out:
+        entry.in_lexicon = bool(lexicon.found_in(entry.term))
+    return sorted(out, key=lambda entry: (-entry.misheard, -entry.misheard / entry.spoken, entry.term.casefold()))

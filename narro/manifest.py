@@ -12,10 +12,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from narro import markup
 from narro.errors import ManifestError, Problem
 from narro.lexicon import Lexicon, lexicon_terms, load_shared, merged, parse
 from narro.settings import QaSettings
-from narro.text import control_characters, normalise, strip_markdown
+from narro.text import control_characters, normalise, strip_markdown, without_code
 from narro.voices import Tier, VoiceRegistry, registry_for
 from narro.yamlfile import FieldPath, LocatedYaml, dotted, load_located, read_text, validation_problems
 
@@ -60,6 +61,8 @@ class NarrationEntry(BaseModel):
     """`false` makes the clip fail rather than use the fallback voice; overrides the course default."""
     qa: QaSettings | None = None
     """This narration's quality gate thresholds (e.g. a glossary-heavy one: `max_wer: 0.45`), over `defaults.qa`."""
+    pace: float | None = Field(default=None, ge=0.5, le=2.0)
+    """Speaking speed for this narration, over the voice's own pace: 1 normal, 0.9 a tenth slower, 1.1 faster."""
 
 
 class ManifestFile(BaseModel):
@@ -98,9 +101,12 @@ class Narration:
     allow_fallback: bool = True
     """Whether the fallback engine voice may speak this narration when its own engine is unavailable."""
     written: str = ""
-    """The words as the author wrote them (markdown stripped): what captions show and the lexicon matches."""
+    """The words as the author wrote them (markdown stripped, markup kept): what the lexicon matches, and,
+    without the markup (narro.text.Speech.written), what captions show."""
     qa: tuple[tuple[str, Any], ...] = ()
     """Quality gate thresholds the manifest sets for it (`defaults.qa`, then its own `qa`), over the settings'."""
+    pace: float | None = None
+    """Speaking speed over the voice's own pace (1 normal, below 1 slower); None: the voice's."""
 
 
 @dataclass(frozen=True)
@@ -172,6 +178,8 @@ def load_course(path: Path | str) -> Course:
         problems.extend(voice_problems)
         if not voice_problems:
             used[voice, tier] = None
+            if entry.pace is not None:
+                problems.extend(_check_pace(voices, voice, tier, located, where + ("pace",)))
         if written is not None and lexicon and not voice_problems:
             try:  # an IPA-only entry the narration's engines cannot say is an error at the entry
                 lexicon_terms(lexicon, written, voice, voices.resolve(voice, tier))
@@ -181,7 +189,8 @@ def load_course(path: Path | str) -> Course:
             narrations.append(
                 Narration(entry.id, entry.title, normalise(written), voice, tier, located.line_of(where), source,
                           allow_fallback=defaults.fallback if entry.fallback is None else entry.fallback,
-                          written=written, qa=tuple({**_set_fields(defaults.qa), **_set_fields(entry.qa)}.items()))
+                          written=written, qa=tuple({**_set_fields(defaults.qa), **_set_fields(entry.qa)}.items()),
+                          pace=entry.pace)
             )
     if voices is not None:
         for voice, tier in used:  # each voice the course uses can be spoken here
@@ -238,19 +247,28 @@ def _resolve_text(
         return None, ""
     if entry.text is not None:
         raw, source, field = entry.text, "inline", where + ("text",)
+        markup_problems = _inline_markup_problems(raw, located, field)
     else:
         field = where + ("script",)
         script_path = _script_path(entry.script or "", located, field, problems)
         if script_path is None:
             return None, ""
         try:
-            raw = strip_markdown(read_text(script_path, "script"))
+            written = read_text(script_path, "script")
+            raw = strip_markdown(written)
         except ManifestError as exc:
             problems.extend(
                 located.problem(field, f"{p.message} ({p.file}{':' + str(p.line) if p.line else ''})") for p in exc.problems
             )
             return None, ""
         source = entry.script or ""
+        shown = located.file.parent / source  # the script's path as the author wrote it
+        prose = without_code(written)
+        markup_problems = [Problem(shown, markup.line_of(prose, p.offset), dotted(field), p.message)
+                           for p in markup.parse(prose)[1]]
+    if markup_problems:
+        problems.extend(markup_problems)
+        return None, ""
     bad = control_characters(raw)
     if bad:
         problems.append(located.problem(field, f"contains control characters {', '.join(bad)}; remove them"))
@@ -266,6 +284,41 @@ def _resolve_text(
         problems.append(located.problem(field, "is empty: there is nothing to speak"))
         return None, ""
     return raw, source
+
+
+def _inline_markup_problems(text: str, located: LocatedYaml, field: FieldPath) -> list[Problem]:
+    """Markup problems in a `text:` value, at the manifest line where each tag is written.
+
+    YAML folds and unescapes a value, so its offsets are not the file's: each tag is found in the
+    file instead, as its n-th occurrence from the field's line on.
+    """
+    found = markup.parse(text)[1]
+    if not found:
+        return []
+    lines = located.file.read_text(encoding="utf-8-sig").splitlines()
+    first = located.line_of(field) or 1
+    below = "\n".join(lines[first - 1:])
+    out = []
+    for problem in found:
+        tag = text[problem.offset:].split("]", 1)[0] + "]"
+        nth = text.count(tag, 0, problem.offset)
+        at = -1
+        for _ in range(nth + 1):
+            at = below.find(tag, at + 1)
+        line = first + below.count("\n", 0, at) if at >= 0 else first
+        out.append(Problem(located.file, line, dotted(field), problem.message))
+    return out
+
+
+def _check_pace(voices: VoiceRegistry, voice: str, tier: Tier, located: LocatedYaml, field: FieldPath) -> list[Problem]:
+    """A narration's `pace:` needs an engine that can change its speed."""
+    from narro.engines import engine_kind
+
+    engine = voices.resolve(voice, tier).engine
+    if engine_kind(engine).pace_control:
+        return []
+    return [located.problem(field, f"voice '{voice}' ({tier} tier) speaks with engine '{engine}', which has no pace "
+                                   "control; remove `pace:` or choose a piper or edge voice")]
 
 
 def _script_path(script: str, located: LocatedYaml, field: tuple[Any, ...], problems: list[Problem]) -> Path | None:

@@ -25,7 +25,7 @@ class Piece:
     fixed: bool = False
     """From the lexicon: later rules leave its spoken form alone."""
     heard: str | None = None
-    """What a listener should hear when `spoken` is not words (IPA phonemes); None: `spoken`."""
+    """What a listener should hear when `spoken` is not words (IPA phonemes; "" for a markup tag); None: `spoken`."""
 
     @property
     def plain(self) -> bool:

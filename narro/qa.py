@@ -14,6 +14,7 @@ settings its take passed under.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -100,23 +101,36 @@ def _speech_mask(levels: np.ndarray, settings: QaSettings) -> np.ndarray:
     return (levels > levels.max() - settings.silence_below_peak_db) & (levels > ABSOLUTE_SILENCE_DB)
 
 
-def _longest_run(mask: np.ndarray) -> int:
-    """Length of the longest run of True."""
-    if not mask.any():
-        return 0
+def _runs(mask: np.ndarray) -> np.ndarray:
+    """Lengths of the runs of True, longest first."""
     padded = np.concatenate([[0], mask.astype(np.int8), [0]])
     edges = np.flatnonzero(np.diff(padded))
-    return int(np.max(edges[1::2] - edges[::2]))
+    return np.sort(edges[1::2] - edges[::2])[::-1]
 
 
-def check_timing(samples: np.ndarray, sample_rate: int, text: str, settings: QaSettings) -> list[Check]:
-    """Speech rate, silence before the first and after the last word, longest pause."""
+def _unexplained_pause(gaps_s: np.ndarray, authored_s: Sequence[float]) -> float:
+    """The longest gap the script's authored pauses do not account for.
+
+    The longest gaps are paired with the longest authored pauses; each such gap counts only for
+    what it lasts beyond its pause, so an authored pause passes and an accidental gap still shows.
+    """
+    authored = sorted(authored_s, reverse=True)[: len(gaps_s)]
+    beyond = [gap - pause for gap, pause in zip(gaps_s, authored, strict=False)]
+    return float(max([*beyond, *gaps_s[len(authored):], 0.0]))
+
+
+def check_timing(samples: np.ndarray, sample_rate: int, text: str, settings: QaSettings,
+                 pauses: Sequence[float] = ()) -> list[Check]:
+    """Speech rate, silence before the first and after the last word, longest pause.
+
+    `pauses`: the script's authored pauses in seconds (narro.markup), which neither slow the rate nor count as gaps.
+    """
     speech = _speech_mask(frame_levels(samples, sample_rate), settings)
     voiced = np.flatnonzero(speech)
     if voiced.size == 0:
         return [Check("speech_rate", 0.0, f"{settings.min_wpm:g}-{settings.max_wpm:g} wpm", False, "no speech found")]
     first, last = int(voiced[0]), int(voiced[-1]) + 1
-    span_s = (last - first) * FRAME_S
+    span_s = (last - first) * FRAME_S - sum(pauses)
     wpm = len(normalise(text)) / max(span_s, FRAME_S) * 60
     band = f"{settings.min_wpm:g}-{settings.max_wpm:g} wpm"
     words = len(normalise(text))
@@ -126,12 +140,13 @@ def check_timing(samples: np.ndarray, sample_rate: int, text: str, settings: QaS
         " is too fast for the script: the take is shorter than its text (cut or skipped)" if wpm > settings.max_wpm
         else " is too slow for the script: the take is longer than its text (stalls or repeats)"))
     lead, trail = first * FRAME_S, (len(speech) - last) * FRAME_S
-    pause = _longest_run(~speech[first:last]) * FRAME_S
+    pause = _unexplained_pause(_runs(~speech[first:last]) * FRAME_S, pauses)
+    beyond = f" beyond the script's {len(pauses)} authored pause(s)" if pauses else ""
     return [
         Check("speech_rate", wpm, band, rate_ok, rate_reason),
         _at_most("leading_silence", lead, settings.max_edge_silence_s, " s", "silence before the first word"),
         _at_most("trailing_silence", trail, settings.max_edge_silence_s, " s", "silence after the last word"),
-        _at_most("longest_pause", pause, settings.max_pause_s, " s", "a gap in the speech"),
+        _at_most("longest_pause", pause, settings.max_pause_s, " s", "a gap in the speech" + beyond),
     ]
 
 
@@ -214,10 +229,11 @@ def expected_duration(raw: np.ndarray, sample_rate: int, post: PostSettings) -> 
 
 def evaluate(decoded: np.ndarray, sample_rate: int, text: str, post: PostSettings, settings: QaSettings,
              *, asr: AsrSettings, levels: LevelReport | None = None, raw: np.ndarray | None = None,
-             raw_rate: int | None = None, words: bool = False) -> QaReport:
+             raw_rate: int | None = None, words: bool = False, pauses: Sequence[float] = ()) -> QaReport:
     """Every check on one take. `decoded` is the published MP3 decoded; `raw` the engine's output.
 
-    `text` is what the take should be heard to say; `words` also times the heard words (for captions).
+    `text` is what the take should be heard to say; `words` also times the heard words (for captions);
+    `pauses` are the script's authored pauses in seconds.
     """
     import time
 
@@ -225,7 +241,7 @@ def evaluate(decoded: np.ndarray, sample_rate: int, text: str, post: PostSetting
     report = QaReport()
     expected = expected_duration(raw, raw_rate or sample_rate, post) if raw is not None else None
     report.checks += check_integrity(decoded, sample_rate, expected, settings)
-    report.checks += check_timing(decoded, sample_rate, text, settings)
+    report.checks += check_timing(decoded, sample_rate, text, settings, pauses)
     report.checks += check_level(decoded, sample_rate, post, settings, levels, raw)
     report.checks_s = time.perf_counter() - started
     if settings.asr:

@@ -136,3 +136,66 @@ def test_the_respelling_changes_the_audio(tmp_path):
     one, two = engine.synthesize(plain.text), engine.synthesize(respelled.text)
 
     assert len(one.samples) != len(two.samples) or not np.array_equal(one.samples, two.samples)
+
+
+# --------------------------------------------------------------------------- narro lexicon check
+
+
+def test_misheard_terms_are_counted_per_written_term_and_noise_is_left_out():
+    from narro.errors import Problem
+    from narro.lexicon import Lexicon, LexiconEntry, misheard_terms
+    from narro.text import speech
+
+    script = speech("The VALL-E model uses codebooks, and VALL-E's tokens come from EnCodec.").words()
+    hearings = [("a", script, "the volley model uses code books and volleys tokens come and codec"),
+                ("b", script, "the valley model uses codebooks and valleys tokens come from encodec")]
+    lexicon = Lexicon((LexiconEntry("EnCodec", "en codec", None, False, Problem(Path("x"), 1, "EnCodec", "")),))
+
+    terms = {term.term: term for term in misheard_terms(hearings, lexicon)}
+
+    # "code books" is a compound split, and no entry is for "from": neither is a candidate.
+    assert sorted(terms) == ["EnCodec", "VALL-E"]
+    assert (terms["VALL-E"].misheard, terms["VALL-E"].spoken, terms["VALL-E"].clips) == (4, 4, ["a", "b"])
+    assert terms["VALL-E"].heard_instead == {"volley": 1, "volleys": 1, "valley": 1, "valleys": 1}
+    assert (terms["EnCodec"].misheard, terms["EnCodec"].spoken, terms["EnCodec"].heard_instead) == (1, 2, {"and codec": 1})
+    assert terms["EnCodec"].in_lexicon and not terms["VALL-E"].in_lexicon
+
+
+def test_lexicon_check_lists_the_term_misheard_in_the_last_render(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from narro import clip
+    from narro.catalogue import Catalogue
+    from narro.cli import main
+    from narro.plan import RunContext
+    from narro.settings import Settings
+    from narro.store import LocalStore
+
+    path = write_manifest(tmp_path / "course", """\
+course: check
+narrations:
+  - id: names
+    text: Our newest voice model is called Zqorvix, and it reads every lesson of the course aloud for you.
+    qa: {max_takes: 1, max_wer: 0.9}
+""", EDGE_VOICES)
+    spec = plan(load_course(path))[0]
+    url = f"sqlite:///{tmp_path / 'clips.db'}"
+    catalogue = Catalogue(url)
+    catalogue.start_run("run-1", spec.course)
+    catalogue.register(spec.course, spec.narration_id, title=spec.title, voice=spec.voice, tier=spec.tier,
+                       content_key=spec.content_key)
+    clip.render_clip(spec, RunContext("run-1", str(path), "0" * 64), LocalStore(tmp_path / "store"), catalogue,
+                     Settings())
+
+    shown = CliRunner().invoke(main, ["lexicon", "check", str(path), "--catalogue", url])
+    assert shown.exit_code == 0, shown.output
+    assert "check: " in shown.output and "(1 clip, 1 take heard)" in shown.output
+    line = next(line for line in shown.output.splitlines() if line.strip().startswith("Zqorvix"))
+    assert "misheard 1 of 1" in line and line.rstrip().endswith("in names")
+    as_json = json.loads(CliRunner().invoke(main, ["lexicon", "check", "check", "--catalogue", url, "--json"]).output)
+    # By slug, terms are shown as the gate compared them.
+    assert as_json["takes"] == 1 and "Zqorvix" in [term["term"] for term in as_json["terms"]]
+    missing = CliRunner().invoke(main, ["lexicon", "check", "nope", "--catalogue", url])
+    assert missing.exit_code == 2 and "no course 'nope'" in missing.output

@@ -265,3 +265,24 @@ def test_real_sentences_leave_no_operator_unspoken(item):
     assert not re.search(r"[<>=≤≥≠±×÷°@#^&]|(?<=\d)/(?=\d)", got.spoken), got.spoken
     assert normalise(got.spoken) == got.spoken
     assert [written for written, _ in got.words()] == text.split()
+
+
+@pytest.mark.parametrize(
+    ("text", "spoken"),
+    [
+        ("500 g flour, 350 ml milk, 2 kg, 1 kg", "500 grams flour, 350 milliliters milk, 2 kilograms, 1 kilogram"),
+        ("1.5 l or 1.5 L, 75 cl, 250mg", "1.5 liters or 1.5 liters, 75 centiliters, 250 milligrams"),
+        ("3 tbsp sugar and 1 tsp salt", "3 tablespoons sugar and 1 teaspoon salt"),
+        ("bake 10 min, rest 1 min, 2 h", "bake 10 minutes, rest 1 minute, 2 hours"),
+        ("20 cm, 5 km, 3 mm, 2 m", "20 centimeters, 5 kilometers, 3 millimeters, 2 meters"),
+        ("8 oz, 1 lb, 2 lbs", "8 ounces, 1 pound, 2 pounds"),
+        ("350 °F, 180°C, 60 mph, 50 km/h", "350 degrees Fahrenheit, 180 degrees Celsius, 60 miles per hour, "
+                                            "50 kilometers per hour"),
+        ("1 s, 1 ms and 1 dB", "1 second, 1 millisecond and 1 decibel"),
+        # Only after a number: letters and words stay as written.
+        ("the min and max, a g string, e.g. this", "the min and max, a g string, for example, this"),
+        ("5G phones, $5m raised, the 1990s", "5G phones, $5m raised, the 1990s"),
+    ],
+)
+def test_everyday_units_after_numbers_are_spoken_in_words(text, spoken):
+    assert normalise(text) == spoken

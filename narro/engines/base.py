@@ -13,6 +13,7 @@ An engine is an `EngineKind` subclass registered under the `narro.engines` entry
 - `load(voice, settings)`: the ready engine, once per worker process (narro caches it).
 - `voices(settings)`: the engine's own voice names, for `narro voices`.
 - `variants(voice)`: re-takes that make sense when a take fails the quality gate.
+- `pace_control`, `paced(voice, speed)`: speaking speed, for a narration's `pace:` and markup spans.
 - `probe(voice, settings)`: whether an online voice answers now (offline engines: always).
 - `rate_limit`, `resources`: how the flow schedules the engine's clips.
 """
@@ -103,6 +104,9 @@ class EngineKind:
     """Options that name files or folders; relative ones are resolved against voices.yaml, like `model`."""
     phonemes: ClassVar[bool] = False
     """Takes IPA phonemes inline as `[[ ... ]]` (a lexicon's `ipa:` entries); otherwise respellings only."""
+    pace_control: ClassVar[bool] = False
+    """Speaks at another speed: `paced` gives a voice at a narration's `pace:`, and the loaded engine's
+    `synthesize(text, speed=...)` says one part of a script faster or slower (markup's [slow]/[fast] spans)."""
     clones_voice: ClassVar[bool] = False
     """Speaks as whoever is heard in a reference recording (`references`): every synthesis is checked against
     the voice's consent record and audited (narro.consent), and its Synthesis says which recording prompted it
@@ -112,6 +116,11 @@ class EngineKind:
     def options(cls, voice: Any) -> Any:
         """The voice's engine options, validated (defaults filled in)."""
         return cls.Options.model_validate(dict(voice.model_extra or {}))
+
+    @classmethod
+    def paced(cls, voice: Any, speed: float) -> Any:
+        """The voice at `speed` times normal speed, in place of its own pace (engines with `pace_control`)."""
+        return voice
 
     @classmethod
     def identity(cls, voice: Any) -> dict[str, object]:

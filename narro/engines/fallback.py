@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from narro.engines import Synthesis, engine_for, engine_kind
+from narro.engines.marked import speak_marked
 from narro.errors import ConsentError, EngineUnavailable
 
 if TYPE_CHECKING:
@@ -33,17 +34,18 @@ def label(voice: EngineVoice) -> str:
 
 
 def speak(spec: ClipSpec, voice: EngineVoice, settings: Settings, gate: ConsentGate | None) -> Synthesis:
-    """`voice` speaks the spec's text: the one call of an engine for every take of the pipeline.
+    """`voice` speaks the spec's text (script markup included): the one call of an engine for every take.
 
     A voice whose engine clones a speaker speaks only through the run's consent `gate`
     (narro.consent.ConsentGate: its rules checked now, the synthesis audited); without one it is refused.
     """
-    if not engine_kind(voice.engine).clones_voice:
-        return engine_for(voice, settings).synthesize(spec.text)
+    kind = engine_kind(voice.engine)
+    if not kind.clones_voice:
+        return speak_marked(engine_for(voice, settings), spec.text, kind.pace_control)
     if gate is None:
         raise ConsentError(f"consent refused for voice '{spec.voice}' (rule: record): a cloned voice speaks only "
                            "where its consent is checked and its synthesis audited (a course render)")
-    return gate.speak(spec, voice, lambda: engine_for(voice, settings).synthesize(spec.text))
+    return gate.speak(spec, voice, lambda: speak_marked(engine_for(voice, settings), spec.text, kind.pace_control))
 
 
 def synthesize_clip(spec: ClipSpec, settings: Settings, gate: ConsentGate | None = None) -> Synthesis:
