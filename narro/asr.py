@@ -23,6 +23,7 @@ decoded, on the encoder output already computed), giving word timings for captio
 from __future__ import annotations
 
 import math
+import os
 import re
 import threading
 import time
@@ -54,6 +55,12 @@ PAUSE_DB = 35.0
 """Frames this far below the loudest frame count as a pause where a chunk may be cut."""
 MAX_TOKENS_PER_S = 8
 """Decoding stops after this many tokens per second of audio: a runaway loop cannot cost more."""
+ONEDNN_CACHE_CAPACITY = "0"
+"""oneDNN primitives CTranslate2 keeps per process (its default: 1024). oneDNN makes a primitive
+(a JIT-compiled kernel and its buffers) per matrix shape and caches it; every chunk length and
+token count is a new shape, so with the default cache a worker grew by 1 to 3 MB per clip until
+1024 were kept. Uncached, RSS is flat and the recognition took the same CPU time (measured:
+bench/memory.py, tests/test_memory.py)."""
 
 
 @dataclass(frozen=True)
@@ -150,6 +157,8 @@ class Transcriber:
     """A loaded Whisper model; safe to share between threads (CTranslate2 runs `parallel` calls at once and queues the rest)."""
 
     def __init__(self, model_path: str, threads: int = 1, parallel: int = 2):
+        # Read by oneDNN when CTranslate2 makes its first primitive; an operator's own value stands.
+        os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", ONEDNN_CACHE_CAPACITY)
         try:
             import ctranslate2
             from faster_whisper import WhisperModel

@@ -14,7 +14,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,11 +24,13 @@ from narro.encode import decode, encode_mp3
 from narro.engines import Synthesis, engine_kind
 from narro.engines import fallback as fallbacks
 from narro.engines.base import WordTiming
-from narro.errors import AudioError
-from narro.plan import ClipSpec, effective_spec, text_sha256
+from narro.errors import AudioError, WatermarkError
+from narro.layout import mp3_record
+from narro.plan import ClipSpec, RunContext, effective_spec, text_sha256
 from narro.settings import Settings
 from narro.store import Store
-from narro.watermark import Verification, embed, payload_for, require_verified, verify_encoded
+from narro.watermark import DEFAULT_ORG, Verification, embed, payload_for, require_verified, verify_encoded
+from narro.watermark import VERSION as WATERMARK_VERSION
 
 if TYPE_CHECKING:
     from narro.consent import ConsentGate
@@ -43,15 +44,6 @@ LOUDNESS_AIM_LU = 0.3
 # LAME's low-pass takes about this much K-weighted loudness from 22 kHz speech (measured on
 # piper takes at 64-128 kbps); aiming this much higher saves a second encode on most clips.
 CODEC_LOUDNESS_LOSS_LU = 0.55
-
-
-@dataclass(frozen=True)
-class RunContext:
-    """Facts about the run that every sidecar records."""
-
-    run_id: str
-    manifest_path: str
-    manifest_sha256: str
 
 
 @dataclass
@@ -90,8 +82,10 @@ def synthesize(spec: ClipSpec, settings: Settings, gate: ConsentGate | None = No
     return synthesis, time.perf_counter() - started
 
 
-def post_process(spec: ClipSpec, synthesis: Synthesis, synthesis_s: float = 0.0) -> FinishedClip:
-    """Mark, trim, normalise, limit and encode; then decode and check the post-conditions on the MP3.
+def post_process(spec: ClipSpec, synthesis: Synthesis, synthesis_s: float = 0.0,
+                 org_id: int = DEFAULT_ORG, watermark_version: int | None = None) -> FinishedClip:
+    """Mark (organisation `org_id`: settings.watermark.org_id; version VERSION unless told), trim,
+    normalise, limit and encode; then decode and check the post-conditions on the MP3.
 
     `verify_watermark` then proves the mark survived the encoder.
     """
@@ -99,8 +93,8 @@ def post_process(spec: ClipSpec, synthesis: Synthesis, synthesis_s: float = 0.0)
     settings = spec.post
     headroom, loudness_offset = CODEC_HEADROOM_DB, CODEC_LOUDNESS_LOSS_LU
     # The mark goes in before loudness and limiting, so the limiter keeps it under the ceiling.
-    payload = payload_for(spec.content_key)
-    marked = embed(synthesis.samples, synthesis.sample_rate, payload)
+    payload = payload_for(spec.content_key, org_id)
+    marked = embed(synthesis.samples, synthesis.sample_rate, payload, version=watermark_version)
     # The encoder's low-pass removes a little loudness and adds a little peak; measure the
     # decoded MP3 and correct for both (two passes at most in practice).
     for _ in range(4):
@@ -139,13 +133,35 @@ def post_process(spec: ClipSpec, synthesis: Synthesis, synthesis_s: float = 0.0)
     )
 
 
-def verify_watermark(spec: ClipSpec, clip: FinishedClip) -> FinishedClip:
-    """The clip with proof that its MP3 carries the mark post_process embedded; WatermarkError if not.
+def marked_and_verified(spec: ClipSpec, synthesis: Synthesis, synthesis_s: float, org_id: int = DEFAULT_ORG) -> FinishedClip:
+    """`post_process` then `verify_watermark`: the finished clip with proof of its mark.
+
+    Version 2 lives in the energy of 400-3600 Hz bands; audio with too little there (a pure tone
+    from a test engine, a narrowband signal) cannot carry it, so such a clip carries version 1,
+    which the sidecar records and `narro verify` reads. Speech carries version 2.
+    """
+    clip = post_process(spec, synthesis, synthesis_s, org_id)
+    try:
+        return verify_watermark(spec, clip, org_id)
+    except WatermarkError as current:
+        if WATERMARK_VERSION == 1:
+            raise
+        clip = post_process(spec, synthesis, synthesis_s, org_id, watermark_version=1)
+        try:
+            return verify_watermark(spec, clip, org_id, watermark_version=1)
+        except WatermarkError:
+            raise current from None
+
+
+def verify_watermark(spec: ClipSpec, clip: FinishedClip, org_id: int = DEFAULT_ORG,
+                     watermark_version: int | None = None) -> FinishedClip:
+    """The clip with proof that its MP3 carries the mark post_process embedded for `org_id`; WatermarkError if not.
 
     `publish` refuses a clip without this proof. Its time counts as post-processing.
     """
     started = time.perf_counter()
-    verification = verify_encoded(clip.mp3, clip.decoded, clip.sample_rate, payload_for(spec.content_key))
+    verification = verify_encoded(clip.mp3, clip.decoded, clip.sample_rate, payload_for(spec.content_key, org_id),
+                                  version=watermark_version)
     return replace(clip, watermark=verification, post_s=clip.post_s + time.perf_counter() - started)
 
 
@@ -201,8 +217,7 @@ def sidecar(spec: ClipSpec, clip: FinishedClip, context: RunContext) -> dict[str
         "duration_s": clip.duration_s,
         "loudness_lufs": clip.loudness_lufs,
         "true_peak_dbtp": clip.true_peak_dbtp,
-        "mp3": {"bytes": len(clip.mp3), "sha256": hashlib.sha256(clip.mp3).hexdigest(),
-                "bitrate_kbps": spec.post.bitrate_kbps},
+        "mp3": mp3_record(clip.mp3, spec.post.bitrate_kbps),
         "manifest": {"path": context.manifest_path, "sha256": context.manifest_sha256},
         "run_id": context.run_id,
         "worker": f"{socket.gethostname()}:{os.getpid()}",  # which process rendered it (cluster mode)
@@ -220,32 +235,3 @@ def publish(store: Store, spec: ClipSpec, clip: FinishedClip, context: RunContex
     store.publish(spec.course, spec.narration_id, clip.mp3, record, captions=captions.vtt() if captions else None,
                   srt=captions.srt() if captions else None)
     return record
-
-
-def course_index(specs: list[ClipSpec], store: Store) -> dict[str, Any]:
-    """The course index lists only clips whose published key matches the sidecar in the store."""
-    clips = []
-    for spec in specs:
-        record = store.read_sidecar(spec.course, spec.narration_id)
-        if record is None or store.published_key(spec.course, spec.narration_id) is None:
-            continue
-        clips.append({
-            "id": spec.narration_id,
-            "title": spec.title,
-            "mp3": f"{spec.narration_id}.mp3",
-            "sidecar": f"{spec.narration_id}.json",
-            "content_key": record["content_key"],
-            "current": record["content_key"] == spec.content_key,
-            "fallback": (record.get("fallback") or {}).get("to"),
-            "captions": (record.get("captions") or {}).get("vtt"),
-            "duration_s": record.get("duration_s"),
-        })
-    course = specs[0].course if specs else ""
-    return {"course": course, "generated_at": datetime.now(UTC).isoformat(timespec="seconds"), "clips": clips}
-
-
-def manifest_label(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path.resolve())

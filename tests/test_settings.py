@@ -191,6 +191,8 @@ ALLOWED_ENVIRONMENT_USE = {
         "configures Prefect, a third-party library, before it is imported; not a narro setting",
     ("narro/prefect_api.py", 'os.environ.setdefault("DO_NOT_TRACK"'):
         "configures Prefect before it is imported; not a narro setting",
+    ("narro/asr.py", 'os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY"'):
+        "bounds oneDNN's kernel cache inside CTranslate2 before it is used; not a narro setting",
     ("narro/procs.py", "return {**os.environ, **extra}"):
         "passes this process's environment on to the child services it starts",
 }

@@ -14,6 +14,8 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import json
+import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,6 +77,7 @@ class PiperKind(EngineKind):
     name = "piper"
     Options = PiperOptions
     phonemes = True  # espeak-ng's phonemiser passes [[ ... ]] through as phonemes
+    pace_control = True  # length_scale: a narration's pace, and a span's through synthesize(speed=)
 
     @classmethod
     def identity(cls, voice: EngineVoice) -> dict[str, object]:
@@ -98,6 +101,11 @@ class PiperKind(EngineKind):
         return PiperEngine(voice)
 
     @classmethod
+    def paced(cls, voice: EngineVoice, speed: float) -> EngineVoice:
+        """Phoneme lengths scaled to speak at `speed` (a length scale of 1/speed, in place of the voice's)."""
+        return voice.model_copy(update={"length_scale": round(1 / speed, 4)})
+
+    @classmethod
     def variants(cls, voice: EngineVoice) -> list[Variant]:
         """The pace nudged: deterministic (noise stays 0), barely audible at 4%, recorded in the identity.
 
@@ -110,45 +118,71 @@ class PiperKind(EngineKind):
                 for factor in PACE_VARIANTS]
 
 
+_voices: dict[Path, Any] = {}
+_voices_lock = threading.Lock()
+
+
+def loaded_voice(path: Path) -> Any:
+    """The process's one `PiperVoice` (onnxruntime session) for a model file, loaded on first use.
+
+    Every engine voice of the model shares it, variants included: they differ only in their
+    SynthesisConfig, and a session each cost another copy of the model and its arena (about
+    170 MB per retake pace, measured by tests/test_memory.py).
+    """
+    with _voices_lock:
+        if path not in _voices:
+            _voices[path] = _load_voice(path)
+        return _voices[path]
+
+
+def _load_voice(path: Path) -> Any:
+    import onnxruntime
+    from piper import PiperVoice
+    from piper.config import PiperConfig
+    from piper.voice import ESPEAK_DATA_DIR
+
+    config_path = Path(f"{path}.json")
+    if not config_path.is_file():
+        raise EngineUnavailable(f"piper model config '{config_path}' is missing")
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    # Memory patterns pre-plan buffers per input shape; every sentence is a new shape, so
+    # they only grow RSS (about 250 MB over a course) without saving CPU (measured).
+    options.enable_mem_pattern = False
+    try:
+        session = onnxruntime.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
+        raise EngineUnavailable(f"cannot load piper model '{path}': {exc}") from exc
+    return PiperVoice(
+        config=PiperConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8"))),
+        session=session,
+        espeak_data_dir=Path(ESPEAK_DATA_DIR),
+        download_dir=path.parent,
+    )
+
+
 class PiperEngine:
-    """A loaded piper voice; thread-safe (onnxruntime sessions and piper's phonemiser lock are)."""
+    """A piper voice at its pace, on the shared loaded model; thread-safe (onnxruntime sessions and piper's phonemiser lock are)."""
 
     def __init__(self, voice: EngineVoice):
-        import onnxruntime
-        from piper import PiperVoice, SynthesisConfig
-        from piper.config import PiperConfig
-        from piper.voice import ESPEAK_DATA_DIR
+        from piper import SynthesisConfig
 
         path = model_path(voice)
-        config_path = Path(f"{path}.json")
-        if not config_path.is_file():
-            raise EngineUnavailable(f"piper model config '{config_path}' is missing")
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        # Memory patterns pre-plan buffers per input shape; every sentence is a new shape, so
-        # they only grow RSS (about 250 MB over a course) without saving CPU (measured).
-        options.enable_mem_pattern = False
-        try:
-            session = onnxruntime.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
-            raise EngineUnavailable(f"cannot load piper model '{path}': {exc}") from exc
-        self._voice = PiperVoice(
-            config=PiperConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8"))),
-            session=session,
-            espeak_data_dir=Path(ESPEAK_DATA_DIR),
-            download_dir=path.parent,
-        )
+        self._voice = loaded_voice(path)
         self._config = SynthesisConfig(length_scale=PiperKind.options(voice).length_scale, noise_scale=0.0,
                                        noise_w_scale=0.0, normalize_audio=False)
         self.sample_rate = self._voice.config.sample_rate
         self.identity = f"piper-{importlib.metadata.version('piper-tts')}:{path.stem}"
 
-    def synthesize(self, text: str) -> Synthesis:
+    def synthesize(self, text: str, speed: float = 1.0) -> Synthesis:
+        """`text` spoken; `speed` above 1 faster, over the voice's own pace (a [fast] span)."""
+        config = self._config if speed == 1.0 else \
+            replace(self._config, length_scale=round((self._config.length_scale or 1.0) / speed, 4))
         pause = np.zeros(int(SENTENCE_PAUSE_S * self.sample_rate), dtype=np.float32)
         pieces: list[np.ndarray] = []
         sentences = 0
-        for chunk in self._voice.synthesize(text, self._config):
+        for chunk in self._voice.synthesize(text, config):
             if pieces:
                 pieces.append(pause)
             pieces.append(chunk.audio_float_array)
