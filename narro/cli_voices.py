@@ -255,15 +255,174 @@ def revoke(name: str, reason: str, voices_file: Path) -> None:
                f"narro render COURSE.yaml --replace-voice {name}=OTHER")
 
 
-def voices_group(listing: click.Command) -> click.Group:
-    """`narro voices`: the listing command as the group's default, with add-clone and revoke beneath it."""
+# --------------------------------------------------------------------------- narro voices (the listing)
+
+
+def report_broken_engines() -> None:
+    """Engine plugins that failed to load, with their errors (they stop only the courses using them)."""
+    from narro.engines import ENGINES
+
+    for name, reason in sorted(ENGINES.broken.items()):
+        click.secho(f"engine '{name}' is unavailable: {reason}", fg="yellow", err=True)
+
+
+def _shown(value: object, folder: Path | None) -> str:
+    """An option as the user wrote it: a path inside the registry's folder relative to it, nothing else of ours."""
+    text = str(value)
+    if folder is not None and Path(text).is_absolute():
+        try:
+            return Path(text).relative_to(folder).as_posix()
+        except ValueError:
+            return text
+    return text
+
+
+def _consent_state(name: str, voice: Any, registry: Any, course: Any) -> tuple[str, list[str]]:
+    """A cloned voice's consent in a few words, and each rule it breaks (for this course, when one is given)."""
+    from narro.engines import engine_kind
+
+    clones = consent.clone_voices(voice)
+    if not clones or registry.source is None:  # the built-in registry clones no one
+        return "", []
+    records = consent.load_consent(consent.consent_path(registry.source))  # ManifestError: its problems, located
+    record = records.records.get(name)
+    references = list(dict.fromkeys(path for clone in clones for path in engine_kind(clone.engine).references(clone)))
+    broken = consent.refusals(name, record, records.path, course=course.slug if course else "",
+                              organisation=course.organisation if course else None, references=references,
+                              today=consent.today(), figures=public_figures(_settings().consent.public_figures))
+    if course is None:  # no course to check the scope against
+        broken = [refusal for refusal in broken if refusal.rule != "scope"]
+    if broken:
+        return f"refused ({', '.join(dict.fromkeys(r.rule for r in broken))})", [r.line(name) for r in broken]
+    assert record is not None
+    return f"{record.id}, until {record.expires}", []
+
+
+def _narro_voices(registry: Any, course: Any) -> tuple[Any, list[str], list[str]]:
+    """The registry's voices as a table, the consent refusals, and every model that cannot be found, as FILE:LINE."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from narro.engines import fallback as fallbacks
+    from narro.voices import TIERS
+
+    folder = registry.source.parent.resolve() if registry.source else None
+    used: dict[tuple[str, str], int] = {}
+    for narration in course.narrations if course else ():
+        used[narration.voice, narration.tier] = used.get((narration.voice, narration.tier), 0) + 1
+    rows: list[dict[str, str]] = []
+    refusals: list[str] = []
+    problems: list[str] = []
+    for name in registry.names():
+        entry = registry.get(name)
+        for tier in TIERS:
+            voice = entry.for_tier(tier)
+            if voice is None:
+                continue
+            chain, after = [], voice.fallback
+            while after is not None:
+                chain.append(_shown(fallbacks.label(after), folder))
+                after = after.fallback
+            state, broken = _consent_state(name, voice, registry, course)
+            refusals += broken
+            problems += [str(p) for p in registry.model_problems(name, tier)]
+            rows.append({"voice": name, "tier": tier, "engine": voice.engine, "model": _shown(voice.model, folder),
+                         "options": ", ".join(f"{key} {_shown(value, folder)}"
+                                              for key, value in (voice.model_extra or {}).items()),
+                         "fallback": " → ".join(chain) or "-", "consent": state or "-",
+                         "used by": str(used.get((name, tier), 0))})
+    # Columns that would be empty for every voice are left out: the table has to fit a terminal.
+    columns = ["voice", "tier", "engine", "model", "options", "fallback", "consent", "used by"]
+    shown = [c for c in columns if (c != "options" or any(r["options"] for r in rows))
+             and (c != "consent" or any(r["consent"] != "-" for r in rows)) and (c != "used by" or course)]
+    where = registry.source or "the built-in registry (no voices.yaml beside the manifest)"
+    used_by = f"; 'used by' counts the narrations of {course.slug}" if course else ""
+    table = Table(title=Text(f"narro voices in {where} (default: {registry.default_voice}{used_by})"),
+                  title_justify="left")
+    for column in shown:
+        table.add_column(column, overflow="fold")
+    for row in rows:  # Text: a value with brackets in it is not rich markup
+        table.add_row(*(Text(row[c]) for c in shown))
+    return table, refusals, problems
+
+
+def _engine_voices(settings: Settings) -> tuple[Any, list[str]]:
+    """Every engine's own voices as a table, and why an engine could not list them."""
+    from rich.table import Table
+
+    from narro.engines import ENGINES
+
+    table = Table(title="engine voices (use as `model:` in voices.yaml)", title_justify="left")
+    for column in ("engine", "voice", "locale", "gender"):
+        table.add_column(column)
+    notes = []
+    for name, kind in sorted(ENGINES.items()):
+        try:
+            found = kind.voices(settings)
+        except NarroError as error:
+            notes.append(f"{name}: {error}")
+            continue
+        for voice in found:
+            table.add_row(name, voice["name"], voice.get("locale", ""), voice.get("gender", ""))
+    return table, notes
+
+
+@click.command("voices")
+@click.option("--manifest", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+              metavar="COURSE.yaml", help="Also list the narro voices of this course's voices.yaml (the one beside "
+                                          "it, else the built-in registry), with how many narrations use each and "
+                                          "its consent for this course.")
+@click.option("--voices", "voices_file", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+              metavar="PATH", help="Also list the narro voices of this voices.yaml.")
+def list_voices(manifest: Path | None, voices_file: Path | None) -> None:
+    """List each engine's voices (the offline ones always, online ones when their service answers); with
+    --manifest or --voices, first the narro voices defined there: tier, engine, engine voice, options,
+    fallback and, for cloned voices, the state of their consent.
+
+    Exit 2 when the manifest, voices.yaml or consent.yaml is invalid, or a listed voice's model cannot be
+    found on this machine (every problem as FILE:LINE).
+    """
+    from rich.console import Console
+
+    from narro.manifest import load_course
+    from narro.voices import load_registry
+
+    if manifest and voices_file:
+        _fail("give --manifest or --voices, not both (a manifest's voices are the voices.yaml beside it)")
+    out = Console(soft_wrap=True, highlight=False)
+    problems: list[str] = []
+    source = manifest or voices_file
+    if source is not None:
+        try:
+            course = load_course(source) if manifest else None
+            table, refusals, problems = _narro_voices(course.voices if course else load_registry(source), course)
+        except ManifestError as error:
+            _problems(error)
+            return
+        out.print(table)
+        for line in refusals:
+            out.print(line, style="yellow", markup=False)
+        out.print()
+    table, notes = _engine_voices(_settings())
+    out.print(table)
+    for note in notes:  # plain text: an error may hold brackets ([SSL: ...]) that are not markup
+        out.print(note, style="yellow", markup=False)
+    report_broken_engines()
+    if problems:
+        for problem in problems:
+            click.echo(problem, err=True)
+        sys.exit(EXIT_INVALID)
+
+
+def voices_group() -> click.Group:
+    """`narro voices`: the listing as the group's default, with add-clone and revoke beneath it."""
 
     @click.pass_context
     def run(ctx: click.Context, **options: Any) -> None:
         if ctx.invoked_subcommand is None:
-            ctx.invoke(listing, **options)
+            ctx.invoke(list_voices, **options)
 
-    group = click.Group(name="voices", callback=run, params=list(listing.params), help=listing.help,
+    group = click.Group(name="voices", callback=run, params=list(list_voices.params), help=list_voices.help,
                         invoke_without_command=True,
                         short_help="List voices; add a cloned voice with its consent (add-clone); revoke it.")
     group.add_command(add_clone)

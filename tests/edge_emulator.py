@@ -7,11 +7,29 @@ big-endian header length, `Path:audio` / `Content-Type:audio/mpeg` headers, MP3 
 header length counts the headers' final CRLF, which is how the client slices them), an empty
 end-of-audio frame, and `turn.end`.
 
-The audio is real MP3 (24 kHz, 48 kbps CBR, raw frames like the service's) of a cheap
-synthetic voice: a harmonic buzz shaped by two formants, one syllable-timed burst per word,
-pauses at punctuation. Its word boundaries are exact, rate stretches it and pitch moves its
-fundamental, so what narro does with timings and prosody is checkable. (A neural voice here
-would cost seconds of CPU per clip on a 2-core machine, which the benchmark cannot spare.)
+The voice (`voice=`):
+  piper   (default) intelligible speech: narro's offline piper voice, one utterance per
+          sentence, so the quality gate's recogniser judges what a real edge voice would give
+          it. Word boundaries are the model's own durations (piper's alignment output: samples
+          per phoneme) summed over each word's phonemes, moved by the MP3 encoder's delay
+          (measured once, `stream_delay_s`), so they time the decoded audio the client gets to
+          the sample. Each word is phonemised on its own to know which phonemes are its own.
+          `rate` divides piper's length_scale (its effect is milder than the service's: -20%
+          makes speech about 1.15x as long, not 1.25x); `pitch` and `volume` are recorded in the
+          request but not applied (piper has neither knob). Costs piper's CPU (RTF about 0.1 on a
+          free core) the first time a (text, rate) is asked for; `warm` pays it ahead of time.
+  tones   a harmonic buzz shaped by two formants, one syllable-timed burst per word (no words
+          a recogniser could hear), for protocol tests that never run the quality gate; its
+          rate stretches it and pitch moves its fundamental. Nearly free.
+Either way the audio is real MP3 (24 kHz, 48 kbps CBR, raw frames with no header, as the
+service sends).
+
+Timing model: `first_audio_s` (a uniform delay between turn.start and the first audio frame)
+and `pace` (seconds of audio streamed per wall second; 0 streams as fast as the socket takes
+it). Word boundaries run up to 0.5 s ahead of the audio, as the service's do. A take not
+warmed is synthesised when first asked for, on this machine's CPU, before turn.start: that time
+counts as the service's latency, and `cold_takes` counts such requests so a benchmark can say
+whether any fell in its timed runs.
 
 Faults, chosen per connection from `queue` (FIFO) or at random by `rates`:
   429, 503        the handshake is refused with that status
@@ -22,13 +40,15 @@ Faults, chosen per connection from `queue` (FIFO) or at random by `rates`:
   slow            the whole answer, one small frame every `slow_frame_s`
   malformed       a binary frame whose header length exceeds the frame
   wrong_type      audio frames with Content-Type audio/x-wav
-Run alone: `python tests/edge_emulator.py [--port N] [--rate429 0.2]` prints its URLs.
+Run alone: `python tests/edge_emulator.py [--port N] [--rate429 0.2] [--voice tones]` prints its URLs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import os
 import random
 import re
 import subprocess
@@ -37,7 +57,9 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from aiohttp import WSMsgType, web
@@ -121,15 +143,146 @@ def synthetic_speech(text: str, rate: float = 1.0, pitch_hz: float = 0.0, seed: 
     return np.concatenate(pieces), words
 
 
-def encode_stream_mp3(samples: np.ndarray) -> bytes:
+# --------------------------------------------------------------------------- voices
+
+PIPER_MODEL = "joe-us-medium"
+SENTENCE_PAUSE_S = 0.3
+CLAUSE_MARKS = ",.;:!?"
+WORD_STRIP = ".,;:!?\"'()[]…"
+
+
+def _sentences(text: str) -> list[list[str]]:
+    """The text's tokens (split at spaces) grouped into sentences, each ending at a token that ends one."""
+    sentences: list[list[str]] = [[]]
+    for token in text.split():
+        sentences[-1].append(token)
+        if token.rstrip("\"')]")[-1:] in (".", "!", "?", "…"):
+            sentences.append([])
+    return [s for s in sentences if s]
+
+
+class PiperSpeaker:
+    """narro's piper voice with the model's alignment output exposed: speech and its exact word timings.
+
+    piper-tts's alignment patch marks the duration predictor's output (frames per phoneme id) as a
+    graph output, in memory; the audio is those frames times the hop length, in order, so a word
+    spans exactly the samples of its phoneme ids.
+    """
+
+    def __init__(self) -> None:
+        import onnx
+        import onnxruntime
+        from piper import PiperVoice, SynthesisConfig
+        from piper.config import PiperConfig
+        from piper.patch_voice_with_alignment import add_alignment_output
+        from piper.voice import ESPEAK_DATA_DIR
+
+        from narro.engines.piper import model_path
+        from narro.voices import EngineVoice
+
+        path = model_path(EngineVoice(engine="piper", model=PIPER_MODEL))
+        model = onnx.load(str(path))
+        add_alignment_output(model)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = 1  # as narro's engine: parallel requests use the cores, not one request
+        options.enable_mem_pattern = False
+        session = onnxruntime.InferenceSession(model.SerializeToString(), sess_options=options,
+                                               providers=["CPUExecutionProvider"])
+        config = PiperConfig.from_dict(json.loads(Path(f"{path}.json").read_text(encoding="utf-8")))
+        self.voice = PiperVoice(config=config, session=session, espeak_data_dir=Path(ESPEAK_DATA_DIR),
+                                download_dir=path.parent)
+        self.sample_rate = config.sample_rate
+        self._config = SynthesisConfig
+        self._ids = config.phoneme_id_map
+
+    def speak(self, text: str, rate: float = 1.0) -> tuple[np.ndarray, list[tuple[str, float, float]]]:
+        """Speech for `text` at `rate` (1: normal) and (word, start_s, end_s) for each word with a letter or digit."""
+        config = self._config(length_scale=1.0 / rate, noise_scale=0.0, noise_w_scale=0.0, normalize_audio=False)
+        pause = np.zeros(int(SENTENCE_PAUSE_S / rate * self.sample_rate), np.float32)
+        pieces: list[np.ndarray] = []
+        words: list[tuple[str, float, float]] = []
+        position = 0
+        for tokens in _sentences(text):
+            ids, spans = self._phoneme_ids(tokens)
+            if not spans:
+                continue
+            audio, samples = self.voice.phoneme_ids_to_audio(ids, config, include_alignments=True)
+            if samples is None or len(samples) != len(ids):
+                raise RuntimeError("piper gave no alignment: is the model's duration output patched in?")
+            edges = np.concatenate([[0], np.cumsum(samples)])
+            if pieces:
+                pieces.append(pause)
+                position += len(pause)
+            words += [(word, (position + edges[first]) / self.sample_rate, (position + edges[last]) / self.sample_rate)
+                      for word, first, last in spans if any(ch.isalnum() for ch in word)]
+            pieces.append(np.clip(audio, -1.0, 1.0).astype(np.float32))
+            position += len(audio)
+        if not pieces:
+            return np.zeros(int(0.2 * self.sample_rate), np.float32), []
+        return np.concatenate(pieces), words
+
+    def _phoneme_ids(self, tokens: list[str]) -> tuple[list[int], list[tuple[str, int, int]]]:
+        """One sentence as piper's phoneme ids (BOS, then each phoneme and a pad, EOS; words apart by a space,
+        clause marks kept for the prosody) and, per token, its word and the range of its phonemes' ids."""
+        ids = self._ids
+        sequence = [*ids["^"], *ids["_"]]
+        spans: list[tuple[str, int, int]] = []
+        for token in tokens:
+            word = token.strip(WORD_STRIP)
+            phonemes = [p for sentence in self.voice.phonemize(word) for p in sentence if p not in CLAUSE_MARKS]
+            phonemes = [p for p in phonemes if p in ids]
+            while phonemes and phonemes[-1] == " ":
+                phonemes.pop()
+            if not phonemes:
+                continue
+            if spans:
+                sequence += [*ids[" "], *ids["_"]]
+            first = len(sequence)
+            for phoneme in phonemes:
+                sequence += [*ids[phoneme], *ids["_"]]
+            spans.append((word, first, len(sequence)))
+            core = token.rstrip("\"')]")
+            for mark in core[len(core.rstrip(CLAUSE_MARKS + "…")):]:  # a pause, or a question's rise
+                sequence += [*ids["." if mark == "…" else mark], *ids["_"]]
+        sequence += ids["$"]
+        return sequence, spans
+
+
+@functools.cache
+def piper_speaker() -> PiperSpeaker:
+    """One loaded speaker per process (loading patches a 60 MB model: seconds)."""
+    return PiperSpeaker()
+
+
+def encode_stream_mp3(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
     """Raw MP3 frames (no ID3, no Xing header), 24 kHz mono 48 kbps CBR, as the service sends."""
     done = subprocess.run(
-        ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-f", "f32le", "-ar", str(SAMPLE_RATE),
-         "-ac", "1", "-i", "pipe:0", "-c:a", "libmp3lame", "-b:a", "48k", "-write_xing", "0",
-         "-id3v2_version", "0", "-f", "mp3", "pipe:1"],
+        ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-f", "f32le", "-ar", str(sample_rate),
+         "-ac", "1", "-i", "pipe:0", "-ar", str(SAMPLE_RATE), "-c:a", "libmp3lame", "-b:a", "48k",
+         "-write_xing", "0", "-id3v2_version", "0", "-f", "mp3", "pipe:1"],
         input=samples.astype("<f4").tobytes(), capture_output=True, check=True,
     )
     return done.stdout
+
+
+@functools.cache
+def stream_delay_s(sample_rate: int) -> float:
+    """How much later a sound is heard in the decoded stream than in the samples encoded.
+
+    The MP3 encoder's delay (libmp3lame: 1105 samples at 24 kHz), which a stream without a LAME
+    header leaves in; measured on a noise burst through the same encoder and ffmpeg's decoder.
+    """
+    from scipy.signal import correlate, resample_poly
+
+    from narro.encode import decode
+
+    burst = np.zeros(sample_rate, np.float32)
+    burst[sample_rate // 4: sample_rate // 4 + sample_rate // 10] = np.random.default_rng(0).uniform(
+        -0.5, 0.5, sample_rate // 10)
+    heard = decode(encode_stream_mp3(burst, sample_rate), SAMPLE_RATE)
+    sent = resample_poly(burst, SAMPLE_RATE, sample_rate)
+    lag = int(np.argmax(correlate(heard, sent, mode="full", method="fft"))) - (len(sent) - 1)
+    return lag / SAMPLE_RATE
 
 
 def _text_frame(path: str, body: str, request_id: str, content_type: str = "application/json; charset=utf-8") -> str:
@@ -152,10 +305,17 @@ def _boundary(word: str, start: float, end: float) -> str:
                  "Length": len(word), "BoundaryType": "WordBoundary"}}}]})
 
 
+# Takes by (voice, text, rate, pitch), shared by every emulator in the process: tests start many.
+_takes: dict[tuple[str, str, str, str], Take] = {}
+_takes_lock = threading.Lock()
+
+
 @dataclass
 class EdgeEmulator:
     """The service on 127.0.0.1; `with EdgeEmulator() as service:` starts and stops it."""
 
+    voice: str = "piper"
+    """`piper` (intelligible speech) or `tones` (a cheap buzz for protocol tests); see the module's docstring."""
     first_audio_s: tuple[float, float] = (0.0, 0.0)
     """Delay before the first audio frame, drawn uniformly from this range."""
     pace: float = 0.0
@@ -169,11 +329,13 @@ class EdgeEmulator:
     requests: list[Request] = field(default_factory=list)
     max_active: int = 0
     handshakes: int = 0
+    cold_takes: int = 0
+    """Requests whose take was not warmed: synthesised while the client waited."""
 
     def __post_init__(self) -> None:
+        if self.voice not in ("piper", "tones"):
+            raise ValueError(f"voice must be 'piper' or 'tones', not {self.voice!r}")
         self._random = random.Random(self.seed)
-        self._cache: dict[tuple[str, str, str], Take] = {}
-        self._cache_lock = threading.Lock()
         self._active = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -220,23 +382,37 @@ class EdgeEmulator:
     def fault_next(self, *faults: str) -> None:
         self.queue.extend(faults)
 
-    def warm(self, texts: list[str], voice: str = "en-US-AriaNeural") -> None:
-        """Render takes ahead of time so a benchmark measures the protocol, not this emulator."""
-        for text in texts:
-            self._take(text, "+0%", "+0Hz")
+    def warm(self, texts: list[str]) -> None:
+        """Render the takes narro's edge engine will ask for (each text split into its requests' parts) ahead
+        of time, on every core, so a benchmark measures the protocol, not this emulator."""
+        from narro.engines.edge import speakable, split_text
+
+        parts = list(dict.fromkeys(part for text in texts for part in split_text(speakable(text))))
+        with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+            list(pool.map(lambda part: self._take(part, "+0%", "+0Hz"), parts))
 
     # ------------------------------------------------------------------ audio
-    def _take(self, text: str, rate: str, pitch: str) -> Take:
-        key = (text, rate, pitch)
-        with self._cache_lock:
-            cached = self._cache.get(key)
+    def _take(self, text: str, rate: str, pitch: str, asked: bool = False) -> Take:
+        """The take for a request (`asked`: a client is waiting for it), made once per (text, rate, pitch)."""
+        key = (self.voice, text, rate, pitch if self.voice == "tones" else "")
+        with _takes_lock:
+            cached = _takes.get(key)
+            self.cold_takes += asked and cached is None
         if cached is not None:
             return cached
         factor = max(0.25, 1 + int(rate.rstrip("%")) / 100)
-        samples, words = synthetic_speech(text, factor, float(pitch.removesuffix("Hz")), seed=len(text))
-        take = Take(encode_stream_mp3(samples), words, len(samples) / SAMPLE_RATE)
-        with self._cache_lock:
-            self._cache[key] = take
+        if self.voice == "piper":
+            speaker = piper_speaker()
+            samples, words = speaker.speak(text, factor)
+            sample_rate = speaker.sample_rate
+        else:
+            samples, words = synthetic_speech(text, factor, float(pitch.removesuffix("Hz")), seed=len(text))
+            sample_rate = SAMPLE_RATE
+        delay = stream_delay_s(sample_rate)
+        take = Take(encode_stream_mp3(samples, sample_rate), [(w, s + delay, e + delay) for w, s, e in words],
+                    len(samples) / sample_rate + delay)
+        with _takes_lock:
+            _takes[key] = take
         return take
 
     # ------------------------------------------------------------------ HTTP
@@ -282,7 +458,7 @@ class EdgeEmulator:
         request = self._parse(ssml, config, fault)
         self.requests.append(request)
         loop = asyncio.get_running_loop()
-        take = await loop.run_in_executor(None, self._take, request.text, request.rate, request.pitch)
+        take = await loop.run_in_executor(None, self._take, request.text, request.rate, request.pitch, True)
         request_id = uuid.uuid4().hex
         await ws.send_str(_text_frame("turn.start", '{"context":{"serviceTag":"emulator"}}', request_id))
         await asyncio.sleep(self._random.uniform(*self.first_audio_s))
@@ -356,8 +532,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--rate429", type=float, default=0.0)
     parser.add_argument("--pace", type=float, default=0.0)
+    parser.add_argument("--voice", choices=("piper", "tones"), default="piper")
     args = parser.parse_args()
-    with EdgeEmulator(port=args.port, pace=args.pace, rates={"429": args.rate429} if args.rate429 else {}) as service:
+    with EdgeEmulator(voice=args.voice, port=args.port, pace=args.pace,
+                      rates={"429": args.rate429} if args.rate429 else {}) as service:
         print(f"NARRO_EDGE_WSS_URL={service.url}\nNARRO_EDGE_VOICES_URL={service.voices_url}", flush=True)
         threading.Event().wait()
 

@@ -95,7 +95,7 @@ def test_offline_renders_of_an_unchanged_course_render_nothing_and_show_the_fall
     assert "by fallback voice" in first.output and "spoken by the fallback voice, not the voice the manifest asks" in first.output
     assert "  c0 (aria): piper:joe-us-medium spoke it: edge-tts service unreachable: cannot connect to 127.0.0.1" \
         in first.output
-    status = CliRunner().invoke(main, ["status", "edge-flow"])
+    status = CliRunner().invoke(main, ["status", "edge-flow", "--wide"])
     assert "fallback: piper:joe-us-medium" in status.output and "2 spoken by the fallback voice" in status.output
     assert "fallback: piper:joe-us-medium spoke it: edge-tts service unreachable" in status.output
     made = {p.name: p.stat().st_mtime_ns for p in folder.glob("*.mp3")}

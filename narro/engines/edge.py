@@ -119,6 +119,7 @@ class EdgeKind(EngineKind):
     name = "edge"
     Options = EdgeOptions
     rate_limit = "narro-edge-tts"
+    pace_control = True  # the request's rate: a narration's pace, and a span's (one request per span)
 
     @classmethod
     def identity(cls, voice: EngineVoice) -> dict[str, object]:
@@ -158,13 +159,18 @@ class EdgeKind(EngineKind):
         """
         engine = cls.load(voice, settings)
         try:
-            engine._request(PROBE_TEXT)
+            engine._request(PROBE_TEXT, engine.options.rate)
         except _Retryable as failure:
             if failure.connection:
                 _hold(str(failure), settings.edge.unreachable_hold_s)
                 raise EngineUnavailable(f"edge-tts service unreachable: {failure}") from None
             raise EngineUnavailable(f"edge-tts service does not answer: {failure}") from None
         reset_unreachable()
+
+    @classmethod
+    def paced(cls, voice: EngineVoice, speed: float) -> EngineVoice:
+        """The rate that speaks at `speed` (0.9: "-10%"), in place of the voice's."""
+        return voice.model_copy(update={"rate": _rate(speed)})
 
     @classmethod
     def variants(cls, voice: EngineVoice) -> list[Variant]:
@@ -244,6 +250,11 @@ def _rate_factor(rate: str) -> float:
     return max(0.25, 1.0 + int(rate.rstrip("%")) / 100.0)
 
 
+def _rate(speed: float) -> str:
+    """The service's rate for a speed relative to normal (1.2: "+20%"), within what it accepts."""
+    return f"{min(200, max(-90, round((speed - 1) * 100))):+d}%"
+
+
 # --------------------------------------------------------------------------- requests
 
 
@@ -272,7 +283,9 @@ class EdgeEngine:
         self.identity = f"edge-tts-{importlib.metadata.version('edge-tts')}:{voice.model}"
         self.sample_rate = SAMPLE_RATE
 
-    def synthesize(self, text: str) -> Synthesis:
+    def synthesize(self, text: str, speed: float = 1.0) -> Synthesis:
+        """`text` spoken; `speed` above 1 faster, over the voice's own rate (a [fast] span: its own requests)."""
+        rate = self.options.rate if speed == 1.0 else _rate(_rate_factor(self.options.rate) * speed)
         parts = split_text(speakable(text))
         if not parts:
             raise EngineUnavailable("edge: nothing to speak")
@@ -282,7 +295,7 @@ class EdgeEngine:
         position = 0
         retries = 0
         for part_text in parts:
-            part, tries = self._request_with_retries(part_text)
+            part, tries = self._request_with_retries(part_text, rate)
             retries += tries - 1
             if pieces:
                 pieces.append(gap)
@@ -294,7 +307,8 @@ class EdgeEngine:
         return Synthesis(np.concatenate(pieces).astype(np.float32), SAMPLE_RATE, self.identity, words=words,
                          details={"parts": len(parts), "retries": retries})
 
-    def _request_with_retries(self, text: str) -> tuple[_Part, int]:
+    def _request_with_retries(self, text: str, rate: str | None = None) -> tuple[_Part, int]:
+        rate = rate or self.options.rate
         if time.monotonic() < _unreachable_until:
             raise EngineUnavailable(f"edge-tts service unreachable: {_unreachable_reason}")
         retries, base, ceiling = self.settings.retries, self.settings.backoff_s, self.settings.backoff_max_s
@@ -302,7 +316,7 @@ class EdgeEngine:
         all_connection = True
         for attempt in range(retries + 1):
             try:
-                return self._request(text), attempt + 1
+                return self._request(text, rate), attempt + 1
             except _Retryable as failure:
                 failures.append(str(failure))
                 all_connection = all_connection and failure.connection
@@ -319,18 +333,18 @@ class EdgeEngine:
             raise EngineUnavailable(f"edge-tts service unreachable: {summary}")
         raise EngineUnavailable(f"edge-tts service keeps failing: {summary}")
 
-    def _request(self, text: str) -> _Part:
+    def _request(self, text: str, rate: str) -> _Part:
         """One request: stream, decode, check. Raises _Retryable or EngineUnavailable."""
         import aiohttp
         import edge_tts.exceptions
 
         timeout = self.settings.timeout_s
-        expected_s = _spoken_words(text) / 2.5 / _rate_factor(self.options.rate)
+        expected_s = _spoken_words(text) / 2.5 / _rate_factor(rate)
         deadline = timeout + 2 * expected_s
         _configure_client(self.settings)
         try:
             with rate_slot(EdgeKind.rate_limit):
-                audio, boundaries = _run(self._stream(text, int(timeout)), deadline)
+                audio, boundaries = _run(self._stream(text, int(timeout), rate), deadline)
         except aiohttp.ClientConnectorDNSError as exc:
             # No name resolution: the machine is offline. Retrying within a clip will not help.
             reason = f"cannot resolve the service's host {exc.host} ({_os_error(exc)})"
@@ -351,14 +365,14 @@ class EdgeEngine:
             raise _Retryable(f"no complete answer within {deadline:.0f} s") from None
         except (edge_tts.exceptions.EdgeTTSException, aiohttp.ClientError, ValueError, KeyError) as exc:
             raise _Retryable(f"bad answer from the service: {type(exc).__name__}: {exc}") from None
-        return self._checked(text, audio, boundaries)
+        return self._checked(text, audio, boundaries, rate)
 
-    async def _stream(self, text: str, timeout: int) -> tuple[bytes, list[WordTiming]]:
+    async def _stream(self, text: str, timeout: int, rate: str) -> tuple[bytes, list[WordTiming]]:
         import edge_tts
 
         options = self.options
         communicate = edge_tts.Communicate(
-            text, self.voice.model, rate=options.rate, pitch=options.pitch, volume=options.volume,
+            text, self.voice.model, rate=rate, pitch=options.pitch, volume=options.volume,
             boundary="WordBoundary", connect_timeout=timeout, receive_timeout=timeout,
         )
         audio = bytearray()
@@ -371,7 +385,7 @@ class EdgeEngine:
                 words.append(WordTiming(chunk["text"], start, start + chunk["duration"] / TICKS_PER_SECOND))
         return bytes(audio), words
 
-    def _checked(self, text: str, audio: bytes, words: list[WordTiming]) -> _Part:
+    def _checked(self, text: str, audio: bytes, words: list[WordTiming], rate: str) -> _Part:
         """Decode one answer and reject audio that is cut short or silent."""
         from narro.encode import decode
         from narro.errors import AudioError
@@ -392,7 +406,7 @@ class EdgeEngine:
         missing = _uncovered_tail(text, words)
         if words and missing > max(2, expected_words // 10):
             raise _Retryable(f"audio truncated: the last {missing} words of the text have no word boundary")
-        shortest = expected_words / (MAX_WORDS_PER_S * _rate_factor(self.options.rate))
+        shortest = expected_words / (MAX_WORDS_PER_S * _rate_factor(rate))
         if duration < shortest:
             raise _Retryable(f"audio truncated: {duration:.2f} s is far below the {shortest:.1f} s the text needs")
         if samples.size == 0 or float(np.max(np.abs(samples))) < 1e-3:
@@ -468,7 +482,12 @@ def list_voices(settings: EdgeSettings, timeout_s: float = 10.0) -> list[dict[st
     except aiohttp.ClientConnectorError as exc:
         raise EngineUnavailable(f"edge-tts voice list unreachable: cannot connect to {exc.host}:{exc.port} "
                                 f"({_os_error(exc)})") from None
-    except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+    except aiohttp.ClientResponseError as exc:  # its text carries the request's URL with the client's tokens
+        raise EngineUnavailable(f"edge-tts voice list unavailable: the service answered {exc.status} "
+                                f"{exc.message}".rstrip()) from None
+    except TimeoutError:
+        raise EngineUnavailable(f"edge-tts voice list unreachable: no answer within {timeout_s:g} s") from None
+    except (aiohttp.ClientError, OSError, ValueError) as exc:
         raise EngineUnavailable(f"edge-tts voice list unreachable: {type(exc).__name__}: {exc}") from None
     return [{"name": v["ShortName"], "locale": v["Locale"], "gender": v.get("Gender", "")} for v in voices]
 
