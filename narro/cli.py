@@ -10,6 +10,7 @@ passed down to the flow, the engines and the dashboard.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -22,12 +23,12 @@ import click
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 
-from narro.catalogue import FAILED, RENDERED, AttemptState, Catalogue, ClipState
+from narro.catalogue import FAILED, RENDERED, Catalogue
 from narro.cli_cluster import cluster_group
+from narro.cli_lexicon import lexicon_group
 from narro.cli_submit import schedule_group, submit
-from narro.cli_voices import audit, print_voice_clips, replacement, say_gate, voices_group
+from narro.cli_voices import audit, print_voice_clips, replacement, report_broken_engines, say_gate, voices_group
 from narro.errors import ManifestError, NarroError, SettingsError, StoreError
 from narro.prefect_api import prefect_api, quiet_prefect
 from narro.runlog import check_folder, log_path, run_log
@@ -119,7 +120,7 @@ def validate(manifests: tuple[Path, ...]) -> None:
         count = len(course.narrations)
         console.print(f"{path}: ok: course {course.slug}, {count} narration{'s' if count != 1 else ''}, "
                       f"{words:,} word{'s' if words != 1 else ''}", highlight=False)
-    _report_broken_engines()
+    report_broken_engines()
     if problems:
         print(f"{problems} problem{'s' if problems != 1 else ''} found.", file=sys.stderr)
         sys.exit(EXIT_INVALID)
@@ -155,6 +156,7 @@ def render(manifest: Path, store_url: str, endpoint_url: str | None, catalogue_u
     Everything logged while rendering goes to {log.dir}/{course}-{run_id}.log (the summary names it).
     """
     from narro.batch import conclude, new_run_id, plan_batch, prepare
+    from narro.summary import print_qa, print_summary
 
     started = time.perf_counter()
     settings = _settings(catalogue_url=catalogue_url, endpoint_url=endpoint_url)
@@ -190,7 +192,7 @@ def render(manifest: Path, store_url: str, endpoint_url: str | None, catalogue_u
         _fail_invalid(str(error))
         return
 
-    log = None
+    log, summary = None, None
     if batch.to_render:
         console.print(_plan_line(batch), highlight=False)
         asked = [spec.narration_id for spec in batch.to_render] if asked else None
@@ -206,23 +208,34 @@ def render(manifest: Path, store_url: str, endpoint_url: str | None, catalogue_u
         if finished is None:
             errors.print(f"full log: {log}", markup=False, highlight=False)
             sys.exit(EXIT_FAILED)
-        held = set(finished["held_elsewhere"])  # type: ignore[index]
+        held = finished["held_elsewhere"]  # type: ignore[index]
         if held:
-            batch.to_render = [spec for spec in batch.to_render if spec.narration_id not in held]
             console.print(f"{len(held)} clip(s) left to another run that is rendering them now", highlight=False)
-    try:
-        summary = conclude(batch, store, catalogue, settings.qa)
-    except NarroError as error:  # e.g. the store went away after the last clip
-        errors.print(f"[bold red]render failed:[/] {escape(str(error))}", highlight=False)
-        sys.exit(EXIT_FAILED)
-    _print_summary(summary, time.perf_counter() - started)
+        # The flow closed the run and wrote the index and report from one read; its account is printed as is.
+        summary = _with_retagged(finished["summary"], batch)  # type: ignore[index]
+    if summary is None:  # nothing to synthesise: no flow ran, so the run is closed here
+        try:
+            summary = conclude(batch, store, catalogue, settings.qa)
+        except NarroError as error:  # e.g. the store went away after the last clip
+            errors.print(f"[bold red]render failed:[/] {escape(str(error))}", highlight=False)
+            sys.exit(EXIT_FAILED)
+    print_summary(console, summary, time.perf_counter() - started)
     if summary.index_error:  # the store stopped answering: the clips above are accounted for, the index is not
         errors.print(f"course index not written: {summary.index_error}; the next run writes it", style="yellow",
                      markup=False, highlight=False)
-    _print_qa(catalogue, summary.course, [c.narration_id for c in summary.rendered + summary.failed])
+    print_qa(console, summary)
     if log is not None:
         console.print(f"full log: {log}", markup=False, highlight=False)
     sys.exit(EXIT_OK if summary.ok else EXIT_FAILED)
+
+
+def _with_retagged(summary: Summary, batch: Batch) -> Summary:
+    """The flow's account, with the clips this process re-tagged before it (the flow found them unchanged)."""
+    ids = {spec.narration_id for spec in batch.retagged}
+    if not ids:
+        return summary
+    return dataclasses.replace(summary, cached=[s for s in summary.cached if s.narration_id not in ids],
+                               retagged=[s for s in summary.cached if s.narration_id in ids])
 
 
 def _existing_catalogue(url: str) -> Catalogue | None:
@@ -237,11 +250,15 @@ def _print_plan(batch: Batch) -> None:
     for spec in batch.to_render:
         reasons = "; ".join(str(reason) for reason in batch.reasons.get(spec.narration_id, []))
         console.print(f"would render {spec.object_name}: {escape(reasons)}", highlight=False)
+    for spec in batch.to_retag:
+        reasons = "; ".join(str(reason) for reason in batch.reasons.get(spec.narration_id, []))
+        console.print(f"would retag {spec.object_name}: {escape(reasons)} (no synthesis)", highlight=False)
     for spec in batch.kept_fallbacks:
         reasons = "; ".join(str(reason) for reason in batch.reasons.get(spec.narration_id, []))
         console.print(f"would keep {spec.object_name}: {escape(reasons)}", highlight=False)
     kept = f" ({len(batch.kept_fallbacks)} spoken by the fallback voice)" if batch.kept_fallbacks else ""
-    console.print(f"{len(batch.to_render)} to render, {len(batch.cached)} unchanged{kept}; "
+    retag = f"{len(batch.to_retag)} to retag, " if batch.to_retag else ""
+    console.print(f"{len(batch.to_render)} to render, {retag}{len(batch.cached)} unchanged{kept}; "
                   "dry run: nothing was written", highlight=False)
 
 
@@ -254,7 +271,8 @@ def _plan_line(batch: Batch) -> str:
         kinds[kind] = kinds.get(kind, 0) + 1
     why = ", ".join(f"{n} {kind}" for kind, n in kinds.items())
     kept = f", {len(batch.kept_fallbacks)} kept as the fallback voice spoke them" if batch.kept_fallbacks else ""
-    return f"{len(batch.to_render)} to render ({why}), {len(batch.cached)} unchanged{kept}"
+    retagged = f", {len(batch.retagged)} retagged (title changed)" if batch.retagged else ""
+    return f"{len(batch.to_render)} to render ({why}){retagged}, {len(batch.cached)} unchanged{kept}"
 
 
 def _run_flow(manifest: Path, store_url: str, catalogue: Catalogue, course: str, run_id: str,
@@ -304,49 +322,9 @@ def _run_flow(manifest: Path, store_url: str, catalogue: Catalogue, course: str,
 
 
 def _counts(catalogue: Catalogue, course: str, run_id: str) -> dict[str, int]:
-    clips = [c for c in catalogue.clips(course) if c.run_id == run_id]
-    done = sum(c.status == RENDERED for c in clips)
-    failed = sum(c.status == FAILED for c in clips)
+    counts = catalogue.run_counts(course, run_id)
+    done, failed = counts.get(RENDERED, 0), counts.get(FAILED, 0)
     return {"completed": done + failed, "done": done, "failed": failed}
-
-
-def _print_summary(summary: Summary, elapsed_s: float) -> None:
-    audio_s = sum(c.duration_s or 0 for c in summary.rendered + summary.cached)
-    table = Table(title=f"{summary.course}: run {summary.run_id}", title_justify="left")
-    for column in ("rendered", "unchanged", "failed", "by fallback voice", "audio", "wall time"):
-        table.add_column(column, justify="right")
-    fallbacks = summary.fallbacks
-    table.add_row(str(len(summary.rendered)), str(len(summary.cached)),
-                  f"[red]{len(summary.failed)}[/]" if summary.failed else "0",
-                  f"[yellow]{len(fallbacks)}[/]" if fallbacks else "0", _minutes(audio_s), f"{elapsed_s:.1f} s")
-    console.print(table)
-    if fallbacks:
-        console.print("[yellow]spoken by the fallback voice, not the voice the manifest asks for:[/]")
-        for clip in fallbacks:
-            console.print(f"  [yellow]{clip.narration_id}[/] ({clip.voice}): {escape(_fallback_words(clip.fallback))}",
-                          highlight=False)
-        console.print(f"{len(fallbacks)} clip(s) are rendered again once their own voice answers (each render asks "
-                      "it first), or now with --retry-fallbacks.", highlight=False)
-    if summary.rendered:
-        loudness = [c.loudness_lufs for c in summary.rendered if c.loudness_lufs is not None]
-        peaks = [c.true_peak_dbtp for c in summary.rendered if c.true_peak_dbtp is not None]
-        if loudness:
-            console.print(f"loudness {min(loudness):.1f} to {max(loudness):.1f} LUFS, true peak at most "
-                          f"{max(peaks):.1f} dBTP", highlight=False)
-    if summary.failed:
-        console.print("failed clips:")
-        for clip in summary.failed:  # one line each, never folded: it greps, and the log file has the rest
-            tries = f"{clip.attempts} attempt{'s' if clip.attempts != 1 else ''}"
-            console.print(f"  [red]{clip.narration_id}[/] ({tries}): {escape(clip.last_error or 'unknown')}",
-                          highlight=False)
-        console.print(f"{len(summary.failed)} clip(s) failed; fix the cause and run the same command again: "
-                      "only the failed and changed clips are rendered.", highlight=False)
-
-
-def _fallback_words(record: str | None) -> str:
-    """'piper:joe-us-medium: edge-tts service unreachable: ...' as 'piper:joe-us-medium spoke it: why'."""
-    voice, _, reason = (record or "").partition(": ")
-    return f"{voice} spoke it: {reason}" if reason else voice
 
 
 def _minutes(seconds: float) -> str:
@@ -354,41 +332,17 @@ def _minutes(seconds: float) -> str:
 
 
 @main.command()
-def voices() -> None:
-    """List each engine's voices: the offline ones always, online ones when their service answers."""
-    from narro.engines import ENGINES
-
-    table = Table(title="engine voices (use as `model:` in voices.yaml)", title_justify="left")
-    for column in ("engine", "voice", "locale", "gender"):
-        table.add_column(column)
-    settings = _settings()
-    notes = []
-    for name, kind in sorted(ENGINES.items()):
-        try:
-            found = kind.voices(settings)
-        except NarroError as error:
-            notes.append(f"{name}: {error}")
-            continue
-        for voice in found:
-            table.add_row(name, voice["name"], voice.get("locale", ""), voice.get("gender", ""))
-    console.print(table)
-    for note in notes:
-        console.print(f"[yellow]{note}[/]", highlight=False, soft_wrap=True)
-    _report_broken_engines()
-
-
-def _report_broken_engines() -> None:
-    """Engine plugins that failed to load, with their errors (they stop only the courses using them)."""
-    from narro.engines import ENGINES
-
-    for name, reason in sorted(ENGINES.broken.items()):
-        errors.print(f"engine '{name}' is unavailable: {reason}", style="yellow", markup=False, highlight=False)
-
-
-@main.command()
 @click.argument("course", required=False)
 @catalogue_option
-@click.option("--json", "as_json", is_flag=True, help="Print the clips as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the clips as JSON: every clip (with --failed, every failed one), or the page --limit "
+                   "or --page asks for.")
+@click.option("--wide", is_flag=True,
+              help="Every column (tier, voice, duration, LUFS, dBTP, WER, wpm, tries, notes), folded to fit.")
+@click.option("--failed", "failed_only", is_flag=True, help="Only the clips that failed.")
+@click.option("--limit", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Clips per page (default 50; 0: every clip).")
+@click.option("--page", type=click.IntRange(min=1), default=None, metavar="N", help="Which page to show (default 1).")
 @click.option("--clip", "clip_id", default=None, metavar="ID",
               help="One clip in full: every attempt, each check's value, threshold and verdict, and the script "
                    "beside what the recogniser heard.")
@@ -396,14 +350,15 @@ def _report_broken_engines() -> None:
               help="Every published clip made with voice NAME (in COURSE, or in every course), read from the store.")
 @click.option("--store", "store_url", default=None, metavar="DIR|s3://BUCKET/PREFIX",
               help="With --voice: the store to read (default: the store.url setting).")
-def status(course: str | None, catalogue_url: str | None, as_json: bool, clip_id: str | None, voice: str | None,
-           store_url: str | None) -> None:
-    """Show every clip of COURSE (a course slug or its manifest) as the catalogue has it (exit 1 if any failed).
+def status(course: str | None, catalogue_url: str | None, as_json: bool, wide: bool, failed_only: bool,
+           limit: int | None, page: int | None, clip_id: str | None, voice: str | None, store_url: str | None) -> None:
+    """Show COURSE's clips (a course slug or its manifest) as the catalogue has them (exit 1 if any failed).
 
-    WER and wpm are the published take's; an attempt that failed after it is listed apart, and a
-    clip the fallback voice spoke says so, with the reason.
+    A page at a time: each clip's id, state and a short verdict (its published take's WER, or why
+    it failed), in 80 columns; --wide for every column. WER and wpm are the published take's; an
+    attempt that failed after it is noted apart, and a clip the fallback voice spoke says so.
     """
-    from narro.report import published_qa
+    from narro import status as view
 
     url = _settings(catalogue_url=catalogue_url).catalogue.url
     if course is None and voice is None:
@@ -419,26 +374,37 @@ def status(course: str | None, catalogue_url: str | None, as_json: bool, clip_id
         return
     if voice is not None:
         print_voice_clips(voice, [slug] if slug else catalogue.courses(), store_url, None, as_json)
-    clips = catalogue.clips(slug)
-    if not clips:
+    if clip_id is not None:
+        chosen = catalogue.clip(slug, clip_id)
+        if chosen is None:
+            _require_course(catalogue, slug)
+            some, total = catalogue.clip_page(slug, limit=10)
+            more = f" and {total - len(some)} more" if total > len(some) else ""
+            _fail_invalid(f"--clip: no clip '{clip_id}' in course '{slug}' (clips: "
+                          f"{', '.join(c.narration_id for c in some)}{more})")
+            return
+        view.print_clip(chosen, catalogue.attempts(slug, clip_id), as_json)
+        sys.exit(EXIT_FAILED if chosen.status == FAILED else EXIT_OK)
+    paged = not as_json or limit is not None or page is not None
+    size = (view.PAGE_SIZE if limit is None else limit) if paged else 0
+    shown = view.read_page(catalogue, slug, offset=((page or 1) - 1) * size, limit=size or None,
+                           failed_only=failed_only)
+    if not shown.counts:
+        _require_course(catalogue, slug)
+    if as_json:
+        print(view.page_json(shown, complete=not paged))
+    elif wide:
+        view.print_wide(console, shown)
+    else:
+        view.print_compact(console, shown)
+    sys.exit(EXIT_FAILED if shown.failed else EXIT_OK)
+
+
+def _require_course(catalogue: Catalogue, slug: str) -> None:
+    """Exit 2 unless the catalogue has clips of course `slug`, naming the courses it has."""
+    if not catalogue.status_counts(slug):
         known = ", ".join(catalogue.courses()) or "none yet"
         _fail_invalid(f"no course '{slug}' in the catalogue {catalogue.safe_url} (courses: {known})")
-    qa = published_qa(catalogue, slug)
-    if clip_id is not None:
-        chosen = next((c for c in clips if c.narration_id == clip_id), None)
-        if chosen is None:
-            _fail_invalid(f"--clip: no clip '{clip_id}' in course '{slug}' (clips: "
-                          f"{', '.join(c.narration_id for c in clips)})")
-            return
-        _print_clip(chosen, catalogue.attempts(slug, clip_id), qa[clip_id], as_json)
-        sys.exit(EXIT_FAILED if chosen.status == FAILED else EXIT_OK)
-    if as_json:
-        print(json.dumps({"course": slug, "clips": [{**c.as_dict(), "qa": qa[c.narration_id]["published"],
-                                                     "failed_after": qa[c.narration_id]["failed_after"]}
-                                                    for c in clips]}, indent=2))
-    else:
-        _print_status(slug, clips, qa)
-    sys.exit(EXIT_FAILED if any(c.status == FAILED for c in clips) else EXIT_OK)
 
 
 def _course_slug(course: str) -> str:
@@ -455,118 +421,6 @@ def _course_slug(course: str) -> str:
     except NarroError as error:
         _fail_invalid(str(error))
     return course
-
-
-def _print_status(course: str, clips: list[ClipState], qa: dict[str, dict] | None = None) -> None:
-    qa = qa or {}
-    table = Table(title=course, title_justify="left")
-    for column, justify in (("clip", "left"), ("status", "left"), ("tier", "left"), ("voice", "left"),
-                            ("duration", "right"), ("LUFS", "right"), ("dBTP", "right"), ("WER", "right"),
-                            ("wpm", "right"), ("tries", "right"), ("notes", "left")):
-        table.add_column(column, justify=justify, overflow="fold")  # type: ignore[arg-type]
-    colours = {RENDERED: "green", FAILED: "red"}
-    for clip in clips:
-        colour = colours.get(clip.status, "yellow")
-        figures = qa.get(clip.narration_id, {})
-        published = figures.get("published") or {}
-        voice = escape(clip.voice)
-        if clip.fallback:
-            voice += f"\n[yellow]fallback: {escape(clip.fallback.partition(': ')[0])}[/]"
-        table.add_row(
-            clip.narration_id, f"[{colour}]{clip.status}[/]", clip.tier, voice,
-            f"{clip.duration_s:.1f} s" if clip.duration_s else "", _number(clip.loudness_lufs),
-            _number(clip.true_peak_dbtp), _percent(published.get("wer")), _whole(published.get("wpm")),
-            str(clip.attempts), escape(_notes(clip, figures.get("failed_after"))),
-        )
-    console.print(table)
-    counts = {s: sum(c.status == s for c in clips) for s in sorted({c.status for c in clips})}
-    fallbacks = sum(bool(c.fallback) for c in clips)
-    console.print(", ".join(f"{n} {s}" for s, n in counts.items())
-                  + (f"; {fallbacks} spoken by the fallback voice" if fallbacks else ""), highlight=False)
-
-
-def _notes(clip: ClipState, failed_after: dict | None) -> str:
-    """The status table's notes: why it failed, who spoke it instead, an attempt that failed after the published take."""
-    notes = []
-    if clip.status == FAILED:
-        notes.append(clip.last_error or "failed")
-    elif failed_after is not None:
-        wer = f" (WER {_percent(failed_after['wer'])})" if failed_after.get("wer") is not None else ""
-        notes.append(f"attempt {failed_after['attempt']} failed after the published take{wer}: "
-                     f"{failed_after.get('error') or 'failed'}; the published take stays")
-    if clip.fallback:
-        notes.append(f"fallback: {_fallback_words(clip.fallback)}")
-    return "; ".join(notes)
-
-
-def _print_clip(clip: ClipState, attempts: list[AttemptState], figures: dict, as_json: bool) -> None:
-    """`status --clip`: one clip, its attempts, each check in words, and the script against what was heard."""
-    from narro.wer import marked
-
-    if as_json:
-        print(json.dumps({**clip.as_dict(), "qa": figures["published"], "failed_after": figures["failed_after"],
-                          "attempts": [{"number": a.number, "run_id": a.run_id, "status": a.status, "error": a.error,
-                                        "engine": a.engine, "metrics": a.metrics} for a in attempts]}, indent=2))
-        return
-    print(f"{clip.course}/{clip.narration_id}: {clip.status}, voice {clip.voice} ({clip.tier}), "
-          f"{clip.attempts} attempt{'s' if clip.attempts != 1 else ''}")
-    if clip.fallback:
-        print(f"fallback: {_fallback_words(clip.fallback)}")
-    if clip.last_error and clip.status == FAILED:
-        print(f"last error: {clip.last_error}")
-    published = figures["published"]
-    print(f"published take: attempt {published['attempt']}" if published else "published take: none")
-    for attempt in attempts:
-        metrics = attempt.metrics or {}
-        label = "published" if published and attempt.number == published["attempt"] else attempt.status
-        print(f"\nattempt {attempt.number} ({label}, run {attempt.run_id}, take {metrics.get('take', '?')}: "
-              f"{metrics.get('variant', '')}){': ' + attempt.error if attempt.error else ''}")
-        checks = (metrics.get("qa") or {}).get("checks") or {}
-        for name, check in checks.items():
-            verdict = "passed" if check.get("passed") else "FAILED"
-            value = check.get("value")
-            shown = f"{value:.3g}" if isinstance(value, (int, float)) else str(value)
-            print(f"  {name}: {shown}, must be {check.get('threshold')}: {verdict} ({check.get('reason', '')})")
-        qa = metrics.get("qa") or {}
-        if qa.get("transcript") is not None and qa.get("script"):
-            print(f"  heard vs script ([-not heard-] {{+heard instead+}}): {marked(qa['script'], qa['transcript'])}")
-
-
-def _print_qa(catalogue: Catalogue, course: str, ids: list[str]) -> None:
-    """The quality gate's figures for the clips this run rendered or failed (narro.qa)."""
-    from narro.report import latest_qa
-
-    figures = latest_qa(catalogue, course, ids)
-    if not figures:
-        return
-    table = Table(title="quality gate", title_justify="left")
-    for column in ("clip", "WER", "wpm", "LUFS", "takes", "verdict"):
-        table.add_column(column, justify="left" if column in ("clip", "verdict") else "right", overflow="fold")
-    for narration_id in ids:
-        if narration_id not in figures:
-            continue
-        qa = figures[narration_id]
-        verdict = "[green]passed[/]" if qa["passed"] else f"[red]failed: {', '.join(qa['failed'])}[/]"
-        table.add_row(narration_id, _percent(qa["wer"]), _whole(qa["wpm"]), _number(qa["loudness_lufs"]),
-                      str(qa["takes_in_run"]), verdict)
-    console.print(table)
-    wers = sorted(q["wer"] for q in figures.values() if q["wer"] is not None)
-    if wers:
-        console.print(f"WER median {_percent(wers[len(wers) // 2])}, worst {_percent(wers[-1])}; "
-                      f"{sum(q['takes_in_run'] > 1 for q in figures.values())} clip(s) needed more than one take; "
-                      f"report: {course}/report.html in the store", highlight=False)
-
-
-def _percent(value: float | None) -> str:
-    return f"{value:.1%}" if value is not None else ""
-
-
-def _whole(value: float | None) -> str:
-    return f"{value:.0f}" if value is not None else ""
-
-
-def _number(value: float | None) -> str:
-    return f"{value:.1f}" if value is not None else ""
 
 
 @main.command()
@@ -862,8 +716,9 @@ def train(dataset: Path, preset: str, out_dir: Path, codec: Path | None, steps: 
 main.add_command(cluster_group)
 main.add_command(submit)
 main.add_command(schedule_group)
-main.add_command(voices_group(voices))  # `narro voices` still lists; add-clone and revoke beneath it
+main.add_command(voices_group())  # `narro voices` lists; add-clone and revoke beneath it
 main.add_command(audit)
+main.add_command(lexicon_group)
 
 if __name__ == "__main__":  # `python -m narro.cli`: how `narro cluster up --detach` re-runs itself
     main()

@@ -273,7 +273,7 @@ def test_status_shows_the_published_takes_figures_and_the_later_failure_apart(is
     clip = data["clips"][0]
     assert clip["status"] == "rendered" and clip["qa"]["wer"] == 0.286 and clip["qa"]["attempt"] == 1
     assert clip["failed_after"]["wer"] == 0.357 and clip["failed_after"]["attempt"] == 2
-    table = run("status", "author")
+    table = run("status", "author", "--wide")
     assert table.exit_code == 0 and "28.6%" in table.output and "35.7%" in table.output
     assert "attempt 2 failed after the published take (WER 35.7%): wer: 35.7% of 14 words; the published take stays" \
         in table.output
