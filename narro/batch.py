@@ -31,6 +31,7 @@ from narro.errors import EngineUnavailable, ManifestError, Problem, StoreError
 from narro.index import Published, course_index, known_entries
 from narro.manifest import Course, load_course
 from narro.plan import ClipSpec, RunContext, clip_spec, effective_spec, manifest_label, plan, text_sha256
+from narro.post import PostSettings
 from narro.report import write_course_report
 from narro.retag import retag
 from narro.settings import QaSettings, Settings
@@ -133,7 +134,7 @@ def plan_batch(
     no probe, they are kept).
     """
     course = load_course(manifest)
-    specs = plan(course)
+    specs = plan(course, PostSettings.of(settings or Settings.load()))
     if only is not None:
         unknown = sorted(set(only) - {spec.narration_id for spec in specs})
         if unknown:

@@ -105,7 +105,7 @@ def make_take(spec: ClipSpec, plan: heal.TakePlan, reason: str, settings: Settin
     `gate` clears and audits a cloned voice's synthesis; without one a clone is refused (narro.consent).
     """
     synthesis, synthesis_s = heal.synthesize_take(spec, plan, reason, settings, gate)
-    clip = render.marked_and_verified(spec, synthesis, synthesis_s, settings.watermark.org_id)
+    clip = render.marked_and_verified(spec, synthesis, synthesis_s, spec.post.watermark_org)
     report = heal.check_take(spec, synthesis, clip, settings)
     return render.with_captions(spec, synthesis, clip, report.words), report
 

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from narro.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,14 @@ class PostSettings:
     """Frames this many dB below the loudest frame count as silence when trimming."""
     bitrate_kbps: int = 96
     """MP3 bitrate (mono)."""
+    watermark_org: int = 0x6E
+    """Organisation byte of the watermark payload (settings.watermark.org_id): another id is another mark,
+    so it re-renders every clip, and a spec carries the id it was planned with to whichever worker renders it."""
+
+    @classmethod
+    def of(cls, settings: Settings) -> PostSettings:
+        """The post-processing settings a run with `settings` keys and finishes its clips with."""
+        return cls(watermark_org=settings.watermark.org_id)
 
     def as_dict(self) -> dict[str, object]:
         return dict(self._fields)  # a copy: the caller may change it

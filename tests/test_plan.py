@@ -145,7 +145,8 @@ def test_builtin_registry_and_equal_voices_yaml_give_the_same_key(planner):
 
 @pytest.mark.parametrize(
     "change",
-    [{"target_lufs": -19.0}, {"true_peak_dbtp": -1.0}, {"bitrate_kbps": 128}, {"pad_s": 0.5}, {"silence_floor_db": 50.0}],
+    [{"target_lufs": -19.0}, {"true_peak_dbtp": -1.0}, {"bitrate_kbps": 128}, {"pad_s": 0.5}, {"silence_floor_db": 50.0},
+     {"watermark_org": 0x12}],
     ids=lambda change: next(iter(change)),
 )
 def test_post_settings_are_in_the_key(planner, change):
@@ -154,7 +155,7 @@ def test_post_settings_are_in_the_key(planner, change):
 
 def test_every_post_setting_is_covered_above():
     assert {f.name for f in dataclasses.fields(PostSettings)} == {
-        "target_lufs", "true_peak_dbtp", "bitrate_kbps", "pad_s", "silence_floor_db"
+        "target_lufs", "true_peak_dbtp", "bitrate_kbps", "pad_s", "silence_floor_db", "watermark_org"
     }
 
 

@@ -31,10 +31,10 @@ TEXT = ("A neural audio codec is an encoder and a decoder, trained together to s
         "The encoder turns each short slice of the waveform into a vector, and a quantiser snaps it to a codebook.")
 
 
-def spec_for(text: str) -> ClipSpec:
+def spec_for(text: str, post: PostSettings | None = None) -> ClipSpec:
     spec = ClipSpec(course="wm-test", course_title="Watermark test", narration_id="w1", title="W1", text=text,
                     voice="narrator", tier="fast", engine_voice=EngineVoice(engine="piper", model="joe-us-medium"),
-                    post=PostSettings())
+                    post=post or PostSettings())
     return ClipSpec(**{**spec.__dict__, "content_key": content_key(spec)})
 
 
@@ -146,7 +146,7 @@ def test_unverified_clips_cannot_be_published(clip, tmp_path: Path):
 def test_a_clip_whose_mark_is_lost_is_refused(monkeypatch: pytest.MonkeyPatch):
     import narro.render
 
-    monkeypatch.setattr(narro.render, "embed", lambda samples, rate, payload: samples)  # a broken embedder
+    monkeypatch.setattr(narro.render, "embed", lambda samples, rate, payload, version=None: samples)  # a broken embedder
     spec = spec_for("This take loses its mark on the way.")
     with pytest.raises(WatermarkError, match="no mark"):
         verify_watermark(spec, post_process(spec, *synthesize(spec, Settings())))
@@ -234,8 +234,9 @@ def test_the_pipeline_marks_a_short_clip_with_the_configured_organisation(tmp_pa
     """The issue's short clip through the whole clip pipeline (MP3 at the pipeline's bitrate, checked
     after encoding, published): the mark is version 2 and carries settings.watermark.org_id."""
     assert watermark.VERSION == 2
-    spec = spec_for("The first clip is short.")
     settings = Settings(watermark=WatermarkSettings(org_id=0x12), qa=QaSettings(asr=False))
+    spec = spec_for("The first clip is short.", PostSettings.of(settings))
+    assert spec.content_key != spec_for("The first clip is short.").content_key  # another organisation: another mark
     catalogue = Catalogue(f"sqlite:///{tmp_path / 'clips.db'}")
     context = RunContext("run1", "m.yaml", "0" * 64)
     catalogue.start_run(context.run_id, spec.course)

@@ -11,6 +11,7 @@ from narro.catalogue import Catalogue
 from narro.dashboard.overview import Manifests
 from narro.dashboard.retry import Launcher
 from narro.dashboard.security import Guard, check_bind, is_loopback
+from narro.post import PostSettings
 from narro.settings import Settings
 from narro.store import open_store
 
@@ -19,13 +20,13 @@ __all__ = ["build_app", "serve"]
 
 def build_app(catalogue_url: str, store_url: str, manifests: list[Path], launcher: Launcher, *,
               host: str = "127.0.0.1", token: str | None = None, mode: str = "",
-              endpoint_url: str | None = None):  # noqa: ANN201 (Starlette)
+              endpoint_url: str | None = None, post: PostSettings | None = None):  # noqa: ANN201 (Starlette)
     """The dashboard app over a catalogue and store, watching `manifests` (files or folders) for staleness."""
     from narro.dashboard.app import create_app
 
     check_bind(host, token)
     guard = Guard(token, loopback_only=token is None)
-    return create_app(Catalogue(catalogue_url), open_store(store_url, endpoint_url), Manifests(manifests), launcher,
+    return create_app(Catalogue(catalogue_url), open_store(store_url, endpoint_url), Manifests(manifests, post), launcher,
                       guard, mode)
 
 
@@ -36,7 +37,8 @@ def serve(settings: Settings, store_url: str, manifests: list[Path], launcher: L
 
     secret = settings.dashboard.token
     app = build_app(settings.catalogue.url, store_url, manifests, launcher, host=host, mode=mode,
-                    token=secret.get_secret_value() if secret else None, endpoint_url=settings.s3.endpoint_url)
+                    token=secret.get_secret_value() if secret else None, endpoint_url=settings.s3.endpoint_url,
+                    post=PostSettings.of(settings))
     uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False,
                 proxy_headers=False, access_log=False)
     app.state.dashboard.retries.shutdown(wait=False)

@@ -38,6 +38,7 @@ from narro.catalogue import (
 from narro.errors import ManifestError, NarroError
 from narro.manifest import Course, load_course
 from narro.plan import ClipSpec, plan
+from narro.post import PostSettings
 from narro.report import published_and_failed
 from narro.review import REVIEW_AGAIN, UNREVIEWED, standing
 from narro.store import Store
@@ -138,8 +139,9 @@ class CourseSummary:
 class Manifests:
     """Course slug → manifest, reloaded when the file changes."""
 
-    def __init__(self, paths: list[Path]):
+    def __init__(self, paths: list[Path], post: PostSettings | None = None):
         self._paths = paths
+        self._post = post  # keys clips as the dashboard's renders will (the watermark's organisation id)
         self._by_course: dict[str, Path] = {}
         self._cache: dict[Path, tuple[tuple[int, ...], Planned]] = {}
         self._lock = threading.Lock()
@@ -180,7 +182,7 @@ class Manifests:
         try:
             course = load_course(path)
             scripts = tuple(path.parent / n.source for n in course.narrations if n.source != "inline")
-            planned = Planned(path, course, {spec.narration_id: spec for spec in plan(course)}, inputs=inputs + scripts)
+            planned = Planned(path, course, {spec.narration_id: spec for spec in plan(course, self._post)}, inputs=inputs + scripts)
             stamps += _stamps(scripts)
         except ManifestError as exc:
             planned = Planned(path, error="; ".join(str(p) for p in exc.problems[:3]), inputs=inputs)
