@@ -230,6 +230,7 @@ def test_the_report_reads_a_sidecar_only_for_audio_published_before_its_takes_we
 def test_after_a_render_the_catalogue_is_read_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                    isolated_catalogue: str):
     """From the end of the flow to the exit: one read of clips and one of attempts for summary, QA table and report."""
+    import flows.render_course
     import narro.batch
 
     monkeypatch.setenv("NARRO_QA_ASR", "false")
@@ -244,6 +245,7 @@ def test_after_a_render_the_catalogue_is_read_once(tmp_path: Path, monkeypatch: 
             return conclude(*args, **kwargs)
 
         monkeypatch.setattr(narro.batch, "conclude", marked)
+        monkeypatch.setattr(flows.render_course, "conclude", marked)  # bound at import, maybe by an earlier test
         result = CliRunner().invoke(main, ["render", str(manifest), "--store", str(tmp_path / "store")])
     assert result.exit_code == 1, result.output
     tail = sent[sent.index("-- conclude --"):]  # what conclude and the summary, QA table and report sent
