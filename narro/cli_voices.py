@@ -9,11 +9,9 @@ the rest of the CLI: 0 done, 1 a check failed, 2 invalid input or a refusal.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import sys
-import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ import yaml
 from narro import consent
 from narro.errors import ConsentError, ManifestError, NarroError, ReferenceAudioError
 from narro.figures import public_figures
+from narro.files import replace_file
 from narro.settings import Settings
 from narro.store import Store, open_store
 
@@ -142,15 +141,7 @@ def _write_checked_registry(voices_file: Path, text: str) -> None:
     """Write voices.yaml whole, only once the new text loads as a valid registry (ManifestError if not)."""
     from narro.voices import load_registry
 
-    voices_file.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=voices_file.parent, prefix=".voices.", suffix=".yaml")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        load_registry(Path(temporary))
-        os.replace(temporary, voices_file)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
+    replace_file(voices_file, text, check=load_registry)
 
 
 @click.command("add-clone")

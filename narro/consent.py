@@ -35,9 +35,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
 import secrets
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
@@ -49,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from narro.errors import ConsentError, ManifestError, Problem
 from narro.figures import PublicFigures, public_figures
+from narro.files import replace_file
 from narro.yamlfile import FieldPath, LocatedYaml, load_located, validation_problems
 
 if TYPE_CHECKING:
@@ -448,17 +447,7 @@ def write_registry(path: Path, records: dict[str, ConsentRecord]) -> None:
     """Replace consent.yaml whole (temporary file, then rename): a render reads the old file or the new one."""
     data = {"consent": {voice: record.model_dump(exclude_none=True) for voice, record in records.items()}}
     text = HEADER + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=120)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    replace_file(path, text, mode=0o600)  # names people and their consent documents: the owner's only
 
 
 def revoke(path: Path, voice: str, reason: str, at: datetime | None = None) -> ConsentRecord:

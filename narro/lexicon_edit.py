@@ -8,9 +8,7 @@ must still load afterwards, or the file is put back as it was.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ from typing import Any
 import yaml
 
 from narro.errors import ManifestError, Problem
+from narro.files import replace_file
 from narro.lexicon import LEXICON_FILENAME, Lexicon, lexicon_terms, parse
 from narro.manifest import Course, load_course
 from narro.yamlfile import FieldPath, LocatedYaml, load_located
@@ -137,25 +136,12 @@ def _existing(path: Path, base: FieldPath) -> dict[str, int]:
 
 def _replace(target: Path, text: str, original: str | None, manifest: Path) -> None:
     """Write `text` whole (a temporary file renamed over it), then put it back if the course no longer loads."""
-    _write_atomic(target, text)
+    replace_file(target, text)
     try:
         load_course(manifest)
     except ManifestError:
         if original is None:
             target.unlink()
         else:
-            _write_atomic(target, original)
-        raise
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        if path.exists():
-            os.chmod(temporary, path.stat().st_mode & 0o777)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+            replace_file(target, original)
         raise
