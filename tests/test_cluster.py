@@ -118,6 +118,17 @@ def worker_pids(cluster: dict, role: str) -> list[int]:
     return [child for row in status(cluster) if row["role"] == role for child in children(row["pid"])]
 
 
+def restarted(cluster: dict, service: dict, timeout_s: float = 180) -> bool:
+    """Whether the supervisor started `service` (a `cluster status` row) again: its role alive under a new PID."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        now = next(row for row in status(cluster) if row["role"] == service["role"])
+        if now["pid"] != service["pid"] and now["alive"]:
+            return True
+        time.sleep(0.5)
+    return False
+
+
 def sidecars(store: Path, slug: str) -> dict[str, dict]:
     return {path.stem: json.loads(path.read_text()) for path in (store / slug).glob("*.json") if path.stem != "index"}
 
@@ -236,13 +247,7 @@ def test_a_prefect_server_crash_mid_render_loses_nothing_and_renders_nothing_twi
     published_before = {path.name: path.stat().st_mtime_ns for path in (store / "server-crash").glob("*.mp3")}
     assert published_before, "no clip was published before the crash"
     first = render.communicate(timeout=600)[0]
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        restarted = next(row for row in status(cluster) if row["role"] == "prefect-server")
-        if restarted["pid"] != server["pid"] and restarted["alive"]:
-            break
-        time.sleep(0.5)
-    assert restarted["pid"] != server["pid"] and restarted["alive"], "the supervisor did not restart the server"
+    assert restarted(cluster, server), "the supervisor did not restart the server"
     # The run either rode out the restart or stopped; a second render finishes whatever is missing.
     second = subprocess.run(command, env=cluster["env"], capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, first + second.stdout + second.stderr
@@ -274,12 +279,7 @@ def test_an_s3_crash_mid_render_in_cluster_mode_ends_with_a_summary_and_the_next
     output = render.communicate(timeout=600)[0]
     assert render.returncode in (0, 1), output
     assert "render failed" not in output and "s3-crash: run" in output, output  # a summary, not a crash
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        restarted = next(row for row in status(cluster) if row["role"] == "s3")
-        if restarted["pid"] != server["pid"] and restarted["alive"]:
-            break
-        time.sleep(0.5)
+    assert restarted(cluster, server), "the supervisor did not restart the S3 server"
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, output + again.stdout + again.stderr
     assert {c.status for c in catalogue.clips("s3-crash")} == {"rendered"}

@@ -16,18 +16,8 @@ from narro.manifest import load_course
 from narro.plan import ClipSpec, plan
 from narro.settings import QaSettings, Settings
 from tests.conftest import write_manifest
+from tests.test_lexicon import EDGE_VOICES as VOICES
 
-VOICES = """\
-default: narrator
-voices:
-  narrator:
-    fast: {engine: piper, model: joe-us-medium}
-  aria:
-    fast:
-      engine: edge
-      model: en-US-AriaNeural
-      fallback: {engine: piper, model: joe-us-medium}
-"""
 FIRST = "A neural codec turns sound into a short list of numbers."
 SECOND = "A language model then learns to continue that list, one token at a time."
 NO_ASR = Settings(qa=QaSettings(asr=False))
