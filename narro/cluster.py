@@ -12,7 +12,8 @@
 
 What it started is written to a state file (`status`, `env` and `down` read it). The command
 that ran `up` stays the services' supervisor: it starts a service that exits again on its own
-address (a crashed Prefect server comes back where runs and workers look for it), stops them all
+address (a crashed Prefect server comes back where runs and workers look for it; Dask workers are
+left to Dask), stops them all
 on SIGTERM/SIGINT, and if it is killed outright, the guards stop them.
 """
 
@@ -59,6 +60,9 @@ class ClusterConfig:
     """Databases `{prefix}_prefect` (Prefect's) and `{prefix}` (the catalogue) are created if missing."""
 
 
+RESTARTED_ROLES = frozenset({"prefect-server", "dask-scheduler", "prefect-worker", "s3"})
+"""Services started again when they exit. Not Dask workers: Dask re-runs a lost worker's tasks on the
+others, and a new worker under the dead one's name raced that recovery (a clip left unfinished)."""
 MAX_RESTARTS = 3
 RESTART_WINDOW_S = 600.0
 """A service that exits is started again (a crashed Prefect server or worker comes back on its
@@ -386,6 +390,9 @@ def supervise(config: ClusterConfig, on_ready: Callable[[ClusterState], None]) -
                     continue
                 print(f"narro cluster: {record.role} {record.name} exited (code {process.returncode}); "
                       f"see {record.log}", file=sys.stderr)
+                if record.role not in RESTARTED_ROLES:
+                    cluster.processes.remove((record, process))
+                    continue
                 recent = [at for at in restarts.get(record.name, []) if at > time.monotonic() - RESTART_WINDOW_S]
                 if len(recent) >= MAX_RESTARTS:
                     print(f"narro cluster: {record.name} exited {MAX_RESTARTS} times in {RESTART_WINDOW_S:.0f} s; "
