@@ -14,7 +14,6 @@ import dataclasses
 import json
 import logging
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,15 +21,15 @@ from typing import TYPE_CHECKING
 import click
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from narro.catalogue import FAILED, RENDERED, Catalogue
+from narro.catalogue import FAILED, Catalogue
 from narro.cli_cluster import cluster_group
 from narro.cli_lexicon import lexicon_group
 from narro.cli_submit import schedule_group, submit
 from narro.cli_voices import audit, print_voice_clips, replacement, report_broken_engines, say_gate, voices_group
 from narro.errors import ManifestError, NarroError, SettingsError, StoreError
 from narro.prefect_api import prefect_api, quiet_prefect
+from narro.progress import course_progress
 from narro.runlog import check_folder, log_path, run_log
 from narro.settings import Settings
 from narro.store import open_store
@@ -284,28 +283,7 @@ def _run_flow(manifest: Path, store_url: str, catalogue: Catalogue, course: str,
     """
     from flows.render_course import render_course_with
 
-    stop = threading.Event()
-    progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TextColumn("[green]{task.fields[done]} done[/] [red]{task.fields[failed]} failed[/] {task.fields[cached]} cached"),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
-    )
-    total, cached = sizes
-
-    def update(task_id: TaskID) -> None:
-        counts = _counts(catalogue, course, run_id)
-        progress.update(task_id, completed=counts["completed"] + cached, done=counts["done"], failed=counts["failed"])
-
-    def watch(task_id: TaskID) -> None:
-        while not stop.wait(0.5):
-            update(task_id)
-        update(task_id)
-
-    with progress:
-        task_id = progress.add_task("rendering", total=total + cached, completed=cached, done=0, failed=0,
-                                    cached=cached)
-        watcher = threading.Thread(target=watch, args=(task_id,), daemon=True)
-        watcher.start()
+    with course_progress(console, catalogue, course, run_id, sizes):
         try:
             with prefect_api(settings.log.dir):
                 return render_course_with(concurrency, settings)(
@@ -316,15 +294,6 @@ def _run_flow(manifest: Path, store_url: str, catalogue: Catalogue, course: str,
             logging.getLogger(__name__).error("the flow engine failed", exc_info=error)  # to the log; a bug: terminal too
             errors.print(f"[bold red]render failed:[/] {type(error).__name__}: {error}", highlight=False)
             return None
-        finally:
-            stop.set()
-            watcher.join()
-
-
-def _counts(catalogue: Catalogue, course: str, run_id: str) -> dict[str, int]:
-    counts = catalogue.run_counts(course, run_id)
-    done, failed = counts.get(RENDERED, 0), counts.get(FAILED, 0)
-    return {"completed": done + failed, "done": done, "failed": failed}
 
 
 def _minutes(seconds: float) -> str:
@@ -599,17 +568,22 @@ def say(text: str, voice: str | None, tier: str | None, voices_file: Path | None
         out_path: Path | None, raw: bool, store_url: str | None) -> None:
     """Speak TEXT with any engine, writing audio as it arrives; print time to first audio and RTF to stderr.
 
-    TEXT is normalised as narrations are. Engines that stream (the quality tier) write each chunk
-    the moment it is decoded; others synthesise the line, then write it. Exit 1 if synthesis
-    fails, 2 if the voice, tier or an option is invalid.
+    TEXT is normalised as narrations are, markup included ([pause 1s], [slow]…[/slow]). Engines
+    that stream (the quality tier) write each chunk the moment it is decoded; others, and any line
+    with markup, synthesise the line, then write it. Exit 1 if synthesis fails, 2 if the voice,
+    tier, markup or an option is invalid.
     """
+    from narro import markup
     from narro.say import say as speak
     from narro.text import normalise
     from narro.voices import BUILTIN_REGISTRY, VoiceRegistry, load_registry, registry_for
 
     settings = _settings()
+    problems = markup.parse(text)[1]
+    if problems:
+        _fail_invalid("; ".join(f"TEXT, character {problem.offset + 1}: {problem.message}" for problem in problems))
     spoken = normalise(text)
-    if not spoken:
+    if not markup.unmarked(spoken).strip():
         _fail_invalid("TEXT has nothing to say")
     if out_path is None and sys.stdout.isatty():
         _fail_invalid("stdout is a terminal: give --out FILE, or pipe the audio to a player (narro say ... | aplay)")

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from narro.catalogue import FAILED, RENDERED, Catalogue
 from narro.errors import ManifestError, NarroError, SubmitError
 from narro.prefect_api import quiet_prefect
+from narro.progress import course_progress
 from narro.settings import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
@@ -128,35 +127,8 @@ def _follow(run, catalogue: Catalogue, course: str, run_id: str) -> tuple[str, s
     """Wait for the run's end with the same progress bar as `narro render`, fed by the catalogue."""
     from narro import submit as submitting
 
-    progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TextColumn("[green]{task.fields[done]} done[/] [red]{task.fields[failed]} failed[/] "
-                   "{task.fields[cached]} cached"),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
-    )
-    stop = threading.Event()
-
-    def counts() -> dict[str, object]:
-        clips = catalogue.clips(course)
-        ours = [c for c in clips if c.run_id == run_id]
-        done, failed = sum(c.status == RENDERED for c in ours), sum(c.status == FAILED for c in ours)
-        return {"total": len(ours), "completed": done + failed, "done": done, "failed": failed,
-                "cached": sum(c.status == RENDERED for c in clips) - done}
-
-    def watch(task_id: int) -> None:
-        while not stop.wait(0.5):
-            progress.update(task_id, **counts())  # type: ignore[arg-type]
-        progress.update(task_id, **counts())  # type: ignore[arg-type]
-
-    with progress:
-        task_id = progress.add_task("rendering", total=None, done=0, failed=0, cached=0)
-        watcher = threading.Thread(target=watch, args=(task_id,), daemon=True)
-        watcher.start()
-        try:
-            return submitting.await_end(run)
-        finally:
-            stop.set()
-            watcher.join()
+    with course_progress(console, catalogue, course, run_id):
+        return submitting.await_end(run)
 
 
 def _summarise(catalogue: Catalogue, course: str, run_id: str, final: str, message: str, url: str) -> int:
