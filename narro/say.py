@@ -11,6 +11,9 @@ tier fallback speaks the line and the report names it, as renders do.
 
 Output is 16-bit PCM: a WAV file, or to a pipe a WAV whose size fields hold the streaming
 placeholder (0xFFFFFFFF, as ffmpeg writes; players read to the end), or raw `s16le`.
+
+A line with script markup (narro.markup) is spoken as a render speaks it: part by part, joined
+with the authored silences, so it is synthesised whole rather than streamed.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from narro import markup
 from narro.engines import engine_for, engine_kind
+from narro.engines.marked import speak_marked
 from narro.errors import ConsentError, EngineUnavailable, SynthesisError
 
 STREAMING_SIZE = 0xFFFFFFFF
@@ -125,8 +130,12 @@ def _say(voice: Any, text: str, settings: Any, writer: PcmWriter, fallback: str 
     engine = engine_for(voice, settings)
     started = time.perf_counter()
     stream = getattr(engine, "stream", None)  # a StreamingEngine
+    if markup.marked(text):  # spoken part by part with the authored silences, as a render does: not streamed
+        stream = None
+        chunks: Iterator[np.ndarray] = iter([speak_marked(engine, text, engine_kind(voice.engine).pace_control).samples])
+    else:
+        chunks = stream(text) if stream is not None else iter([engine.synthesize(text).samples])
     streaming = stream is not None
-    chunks: Iterator[np.ndarray] = stream(text) if stream is not None else iter([engine.synthesize(text).samples])
     first_s, count = 0.0, 0
     for chunk in chunks:
         if not count:

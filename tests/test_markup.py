@@ -217,3 +217,22 @@ def test_edge_says_each_part_in_its_own_request_at_its_own_rate(tmp_path):
     assert take.words is not None and [w.word for w in take.words][:3] == ["A", "neural", "codec"]
     starts = [w.start_s for w in take.words]
     assert starts == sorted(starts) and take.words[-1].end_s <= take.duration_s
+
+
+def test_narro_say_speaks_markup_as_a_render_does_and_refuses_bad_markup(tmp_path):
+    from scipy.io import wavfile
+
+    def said(text: str) -> float:
+        target = tmp_path / "line.wav"
+        result = CliRunner().invoke(main, ["say", text, "--out", str(target)])
+        assert result.exit_code == 0, result.output
+        rate, samples = wavfile.read(target)
+        return len(samples) / rate
+
+    plain, paused = said(f"{FIRST} {SECOND}"), said(f"{FIRST} [pause 2s] {SECOND}")
+    assert paused - plain == pytest.approx(2.0, abs=0.3)
+    refused = CliRunner().invoke(main, ["say", f"{FIRST} [pasue 2s] {SECOND}", "--out", str(tmp_path / "bad.wav")])
+    assert refused.exit_code == 2 and "did you mean [pause]" in refused.output
+    assert not (tmp_path / "bad.wav").exists()
+    empty = CliRunner().invoke(main, ["say", "[slow][/slow]", "--out", str(tmp_path / "empty.wav")])
+    assert empty.exit_code == 2 and not (tmp_path / "empty.wav").exists()
