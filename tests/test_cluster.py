@@ -398,6 +398,60 @@ def test_submit_renders_through_the_deployment_and_a_schedule_rerenders_only_the
     assert gone.returncode == 2 and "no schedule named 'nightly-submitted'" in gone.stderr
 
 
+def flow_processes(worker_pid: int, flow_run_id: str) -> list[int]:
+    """The processes the Prefect worker started to run one flow run (each carries the run's id in its environment)."""
+    marker = f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode()
+    found = []
+    for pid in descendants(worker_pid):
+        try:
+            if marker in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                found.append(pid)
+        except OSError:
+            pass
+    return found
+
+
+def test_a_submitted_run_whose_flow_process_is_killed_is_finished_by_a_second_submit(cluster: dict, tmp_path: Path):
+    env, slug, clips = cluster["env"], "flow-killed", 24
+    lines = [f"course: {slug}", "title: Flow killed", "narrations:"]
+    for index in range(clips):
+        first, second = SENTENCES[index % len(SENTENCES)], SENTENCES[(index + 1) % len(SENTENCES)]
+        lines += [f"  - id: k{index + 1:02d}", f"    text: Part {index + 1}. {first} {second}"]
+    manifest = write_manifest(tmp_path / "course", "\n".join(lines) + "\n", VOICES)
+    store = tmp_path / "store"
+    command = [str(NARRO), "submit", str(manifest), "--store", str(store)]
+    worker = next(row for row in status(cluster) if row["role"] == "prefect-worker")
+    detached = subprocess.run([*command, "--detach"], env=env, capture_output=True, text=True, timeout=300)
+    assert detached.returncode == 0, detached.stdout + detached.stderr
+    flow_run_id = detached.stdout.split("/runs/flow-run/")[1].split()[0]
+    deadline = time.monotonic() + 400
+    victims: list[int] = []
+    while time.monotonic() < deadline and not (victims and sidecars(store, slug)):
+        victims = victims or flow_processes(worker["pid"], flow_run_id)
+        time.sleep(0.1)
+    assert victims, "no process ran the flow"
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    published_before = {path.name: path.stat().st_mtime_ns for path in (store / slug).glob("*.mp3")}
+    assert 0 < len(published_before) < clips, f"the kill came too late to test anything: {sorted(published_before)}"
+    from narro.catalogue import Catalogue
+
+    # The dead run's leases lapse (the flow process renewed them), so its clips show interrupted, not running.
+    catalogue = Catalogue(env["NARRO_CATALOGUE"])
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and {"pending", "running"} & {c.status for c in catalogue.clips(slug)}:
+        time.sleep(1)
+    assert not {"pending", "running"} & {c.status for c in catalogue.clips(slug)}, catalogue.clips(slug)
+    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert sorted(sidecars(store, slug)) == [f"k{i + 1:02d}" for i in range(clips)]
+    for name, mtime in published_before.items():
+        assert (store / slug / name).stat().st_mtime_ns == mtime, f"{name} was rendered again"
+    attempts = attempts_per_clip(env["NARRO_CATALOGUE"], slug)
+    assert all(attempts[Path(name).stem] == 1 for name in published_before), attempts
+    assert {c.status for c in catalogue.clips(slug)} == {"rendered"}
+
+
 def free_port() -> int:
     import socket
 
