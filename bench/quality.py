@@ -6,9 +6,10 @@
 No weights can be downloaded here, so the codec-LM rows use random weights of the real shapes:
 EnCodec 24 kHz at 6 kbps (8 codebooks of 1024, transformers' default config, codebooks filled
 with random vectors so that tokens decode differently) and the `tiny` and `base` presets. Speed
-does not depend on the weights, except through when the model ends speech: a random model never
-chooses to, so every sentence runs to its frame cap (0.25 s per phoneme + 1 s) and its audio is
-longer than real speech would be. RTF is computed on the audio actually produced.
+does not depend on the weights, except through when the model ends speech: a random `tiny` model
+never chooses to, so its sentences run to their frame cap (0.25 s per phoneme + 1 s) and their
+audio is longer than real speech would be (a random `base` does end its lines). RTF is computed on
+the audio actually produced.
 
   codec-lm tiny/base  in-process, as a worker runs it: the engine loaded once through
                       narro.engines.engine_for from a voices.yaml (checkpoint, 5 s piper reference
